@@ -1,0 +1,113 @@
+"""Diagnostics: every fault typedpipe reports, with a stable code and a fix."""
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any, Literal
+
+Severity = Literal["error", "warning"]
+
+#: The stable catalog of diagnostic codes. Add codes; never rename one.
+CODES: dict[str, str] = {
+    "config.syntax": "the config file is not valid TOML",
+    "config.unknown_key": "a key the config schema does not have",
+    "config.value": "a config value of the wrong type or out of its allowed set",
+    "config.unknown_op": "a preprocessing op that is not registered",
+    "config.unknown_model": "a model name that is not registered",
+    "shape.spatial": "height/width differ at a boundary",
+    "shape.channels": "channel count differs (grayscale vs RGB vs RGBA)",
+    "shape.layout": "images look channels-first where channels-last is expected",
+    "shape.rank": "an axis is missing or extra",
+    "dtype.input": "integer pixels reach a stage that wants floats, or the reverse",
+    "range.input": "values after preprocessing fall outside the model's input_range",
+    "value.nonfinite": "NaN or inf in the data",
+    "labels.format": "integer labels where one-hot is expected, or the reverse",
+    "labels.range": "a label < 0 or >= num_classes",
+    "labels.count": "the data has a different number of classes than the model head",
+    "model.shape": "a layer cannot accept its input",
+    "memory.exceeds": "the compiled step needs more memory than the device has",
+    "data.empty": "no images",
+    "data.corrupt": "an unreadable file",
+    "data.too_large": "an image too large to decode safely (pixel bomb)",
+    "data.size_mixed": "files of differing size without a decode size",
+    "data.mode_mixed": "files of differing colour mode without a decode mode",
+    "numeric.nonfinite": "training produced NaN/inf",
+}
+
+#: How many offending files or indices a diagnostic carries.
+MAX_ITEMS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnostic:
+    """One fault: what broke, where, what was expected, what arrived, and the fix.
+
+    Example:
+        >>> d = Diagnostic("shape.channels", "model expects RGB", stage="model",
+        ...                expected="float b 32 32 3", got="float b 32 32 1",
+        ...                hint='[[preprocess]] op = "to_rgb"')
+        >>> d.code
+        'shape.channels'
+    """
+
+    code: str
+    message: str
+    stage: str = ""
+    expected: str = ""
+    got: str = ""
+    hint: str = ""
+    severity: Severity = "error"
+    items: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.code not in CODES:
+            raise ValueError(f"unknown diagnostic code {self.code!r}; add it to CODES first")
+        if len(self.items) > MAX_ITEMS:
+            extra = len(self.items) - MAX_ITEMS
+            capped = (*self.items[:MAX_ITEMS], f"... and {extra} more")
+            object.__setattr__(self, "items", capped)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"items": list(self.items)}
+
+    def __str__(self) -> str:
+        where = f" in {self.stage}" if self.stage else ""
+        lines = [f"[{self.code}]{where}: {self.message}"]
+        if self.expected or self.got:
+            lines.append(f"  expected: {self.expected}")
+            lines.append(f"  got:      {self.got}")
+        if self.items:
+            lines.append(f"  items:    {', '.join(self.items)}")
+        if self.hint:
+            lines.append(f"  fix:      {self.hint}")
+        return "\n".join(lines)
+
+
+class _DiagnosticError(Exception):
+    """Carries one or more diagnostics; its message is all of them, in order."""
+
+    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic]):
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = (diagnostics,)
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+    @property
+    def diagnostic(self) -> Diagnostic:
+        """The first diagnostic: the one a single-fault caller cares about."""
+        return self.diagnostics[0]
+
+
+class ContractError(_DiagnosticError, TypeError):
+    """Your data does not meet a stage's or layer's contract."""
+
+
+class ConfigError(_DiagnosticError, ValueError):
+    """Your config (or a stage's or layer's construction) is wrong."""
+
+
+for _cls in (ContractError, ConfigError):
+    _cls.__module__ = "typedpipe"
