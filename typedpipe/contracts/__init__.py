@@ -7,3 +7,5 @@ from typedpipe.contracts.diagnostics import Diagnostic as Diagnostic
 from typedpipe.contracts.enforce import contract as contract
 from typedpipe.contracts.specs import ImageSpec as ImageSpec
 from typedpipe.contracts.specs import LabelSpec as LabelSpec
+from typedpipe.contracts.keys import suggest as suggest
+from typedpipe.contracts.keys import unknown_keys as unknown_keys

@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, PRNGKeyArray, Shaped
 
-from typedpipe.contracts import ConfigError, ContractError, Diagnostic, ImageSpec, contract
+from typedpipe.contracts import (
+    ConfigError,
+    ContractError,
+    Diagnostic,
+    ImageSpec,
+    contract,
+    suggest,
+)
 from typedpipe.contracts import hints
 
 STAGES: dict[str, type["Stage"]] = {}
@@ -38,7 +45,7 @@ def make_stage(op: str, **params: Any) -> "Stage":
         raise ConfigError(Diagnostic(
             "config.unknown_op", f"no preprocessing op named {op!r}", stage="preprocess",
             expected=", ".join(sorted(STAGES)), got=op,
-            hint=f"use one of: {', '.join(sorted(STAGES))}",
+            hint=f"{suggest(op, STAGES)} (ops: {', '.join(sorted(STAGES))})",
         ))
     return STAGES[op](**params)
 
