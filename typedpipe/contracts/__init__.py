@@ -9,3 +9,4 @@ from typedpipe.contracts.specs import ImageSpec as ImageSpec
 from typedpipe.contracts.specs import LabelSpec as LabelSpec
 from typedpipe.contracts.keys import suggest as suggest
 from typedpipe.contracts.keys import unknown_keys as unknown_keys
+from typedpipe.contracts.diagnostics import TrainingStopped as TrainingStopped

@@ -109,5 +109,9 @@ class ConfigError(_DiagnosticError, ValueError):
     """Your config (or a stage's or layer's construction) is wrong."""
 
 
-for _cls in (ContractError, ConfigError):
+class TrainingStopped(_DiagnosticError, RuntimeError):
+    """The numeric guard ended training: too many steps produced NaN/inf."""
+
+
+for _cls in (ContractError, ConfigError, TrainingStopped):
     _cls.__module__ = "typedpipe"

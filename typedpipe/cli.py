@@ -1,0 +1,238 @@
+"""The `typedpipe` command: check, summary, train, bench, doctor.
+
+Exit codes: 0 ok; 1 the pipeline or data is invalid (diagnostics printed);
+2 usage error (no such file, bad flag); 3 training stopped by the numeric guard.
+With `--json`, stdout carries one JSON object and nothing else.
+"""
+
+import argparse
+import contextlib
+import importlib.resources
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from typedpipe.contracts import ConfigError, ContractError, Diagnostic, TrainingStopped
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NUMERIC = 0, 1, 2, 3
+
+stderr = Console(stderr=True)
+
+
+def default_config_path() -> Path:
+    """The built-in default, `examples/digits.toml`, shipped inside the package."""
+    packaged = importlib.resources.files("typedpipe") / "examples" / "digits.toml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "examples" / "digits.toml"
+
+
+class UsageError(Exception):
+    """A bad command line: exit 2."""
+
+
+def _load(path: str | None):
+    from typedpipe.pipeline.config import load_config
+
+    config_path = Path(path) if path else default_config_path()
+    if not config_path.is_file():
+        raise UsageError(f"no such config file: {config_path}")
+    return load_config(config_path)
+
+
+def render_diagnostics(diagnostics: Sequence[Diagnostic], console: Console) -> None:
+    table = Table(title=f"{len(diagnostics)} problem(s)", show_lines=True, expand=True)
+    for column in ("code", "stage", "problem", "expected / got", "fix"):
+        table.add_column(column, overflow="fold")
+    for d in diagnostics:
+        style = "red" if d.is_error else "yellow"
+        problem = d.message + (f"\n[dim]{', '.join(d.items)}[/dim]" if d.items else "")
+        table.add_row(f"[{style}]{d.code}[/{style}]", d.stage, problem,
+                      f"expected {d.expected}\ngot      {d.got}" if d.expected or d.got else "",
+                      d.hint)
+    console.print(table)
+
+
+def _emit_failure(diagnostics: Sequence[Diagnostic], args) -> None:
+    if args.json:
+        _print_json(args, {"ok": False, "diagnostics": [d.to_json() for d in diagnostics]})
+    else:
+        render_diagnostics(diagnostics, stderr)
+
+
+def _print_json(args, result: dict) -> None:
+    print(json.dumps(result), file=args.stdout)
+
+
+def cmd_check(args) -> int:
+    from typedpipe.pipeline import sources
+    from typedpipe.pipeline.check import check_pipeline, errors
+
+    config = _load(args.config)
+    diagnostics = check_pipeline(config, sources.load(config))
+    ok = not errors(diagnostics)
+    if args.json:
+        _print_json(args, {"ok": ok, "diagnostics": [d.to_json() for d in diagnostics]})
+    elif diagnostics:
+        render_diagnostics(diagnostics, Console())
+    else:
+        Console().print(f"[green]ok[/green]: {args.config or default_config_path()} passes "
+                        "every check")
+    return EXIT_OK if ok else EXIT_INVALID
+
+
+def cmd_summary(args) -> int:
+    from flax import nnx
+
+    from typedpipe.models import build_model
+    from typedpipe.models.summary import layer_rows, stage_rows
+    from typedpipe.pipeline import sources
+
+    config = _load(args.config)
+    dataset = sources.load(config)
+    specs, spec = [], dataset.spec
+    for index, stage in enumerate(config.preprocess):
+        try:
+            spec = stage.in_spec(spec)
+        except ContractError as err:
+            raise ContractError(d.__class__(**{**d.__dict__, "stage": f"preprocess[{index}] "
+                                               f"{stage.op}"}) for d in err.diagnostics) from None
+        specs.append(spec)
+    m = config.model
+    model = nnx.eval_shape(lambda: build_model(m.name, m.input, m.num_classes, m.layers,
+                                               rngs=nnx.Rngs(0)))
+    rows = stage_rows(dataset.spec, config.preprocess, specs) + layer_rows(model)
+    total_params = sum(r.params for r in rows)
+    total_flops = sum(r.flops for r in rows)
+    if args.json:
+        _print_json(args, {"ok": True, "rows": [r.to_json() for r in rows],
+                           "params": total_params, "flops": total_flops})
+        return EXIT_OK
+    table = Table(title=f"{config.name}: {m.name}, input {'x'.join(map(str, m.input))}")
+    for column in ("stage / layer", "type", "output", "params", "FLOPs"):
+        table.add_column(column, justify="right" if column in ("params", "FLOPs") else "left")
+    for r in rows:
+        table.add_row(r.name, r.kind, r.output, f"{r.params:,}" if r.params else "",
+                      f"{r.flops:,}" if r.flops else "")
+    table.add_section()
+    table.add_row("total", "", "", f"{total_params:,}", f"{total_flops:,} per image")
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeRemainingColumn
+
+    from typedpipe.pipeline.run import Callbacks, train_run
+
+    config = _load(args.config)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                        TimeRemainingColumn(), console=stderr, disable=args.json)
+    task = None
+
+    def on_start(epochs: int, steps_per_epoch: int) -> None:
+        nonlocal task
+        total = epochs * steps_per_epoch
+        if args.max_steps:
+            total = min(total, args.max_steps)
+        task = progress.add_task(f"train {config.name}", total=total, status="compiling")
+
+    def on_step(step: int, loss: float) -> None:
+        progress.update(task, completed=step, status=f"loss {loss:.4f}")
+
+    def on_epoch(stats) -> None:
+        progress.console.print(
+            f"epoch {stats.epoch:>3}  loss {stats.train_loss:.4f}  "
+            f"acc {stats.train_accuracy:.3f}  val_loss {stats.val_loss:.4f}  "
+            f"val_acc {stats.val_accuracy:.3f}  {stats.seconds:.1f}s"
+            + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
+
+    with progress:
+        metrics = train_run(config, out, epochs=args.epochs, max_steps=args.max_steps,
+                            resume=args.resume, devices=args.devices,
+                            callbacks=Callbacks(on_start, on_step, on_epoch))
+    if args.json:
+        _print_json(args, {"ok": True, "out": str(out), "metrics": metrics})
+    else:
+        stderr.print(f"[green]done[/green]: test accuracy {metrics['test_accuracy']:.4f}, "
+                     f"{metrics['images_per_second']:.0f} images/s on {metrics['backend']}; "
+                     f"run folder {out}")
+    return EXIT_OK
+
+
+def cmd_doctor(args) -> int:
+    import jax
+
+    info = {"jax": jax.__version__, "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()]}
+    if args.json:
+        _print_json(args, info)
+    else:
+        print("\n".join(f"{k}: {v}" for k, v in info.items()))
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="typedpipe", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler, help_text: str, config_optional: bool = False):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("config", nargs="?" if config_optional else None,
+                         help="pipeline config (TOML)")
+        sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("check", cmd_check, "validate the pipeline and its data before any step")
+    command("summary", cmd_summary, "shape flow, parameters and FLOPs of every stage and layer")
+    train = command("train", cmd_train, "check, then train (default: examples/digits.toml)",
+                    config_optional=True)
+    train.add_argument("--out", help="run folder (default runs/<name>)")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--max-steps", type=_positive_int)
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--devices", type=_positive_int, help="data-parallel device count")
+    doctor = commands.add_parser("doctor", help="what JAX sees on this machine")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(handler=cmd_doctor)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.stdout = sys.stdout
+    try:
+        # --json promises stdout carries only the result: route stray prints to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            return args.handler(args)
+    except UsageError as err:
+        stderr.print(f"[red]usage error[/red]: {err}")
+        return EXIT_USAGE
+    except (ContractError, ConfigError) as err:
+        _emit_failure(err.diagnostics, args)
+        return EXIT_INVALID
+    except TrainingStopped as err:
+        _emit_failure(err.diagnostics, args)
+        return EXIT_NUMERIC
+
+
+if __name__ == "__main__":
+    sys.exit(main())
