@@ -199,12 +199,19 @@ class MaxPool(_Pool):
     reduce = staticmethod(nnx.max_pool)
 
 
+def _average_pool(x: Array, window, strides, padding: str) -> Array:
+    # flax's avg_pool divides by a NumPy int64, which strict dtype promotion
+    # rejects; a Python float divides weakly typed, in the input's dtype.
+    total = nnx.pool(x, 0.0, jax.lax.add, window, strides, padding)
+    return total / float(math.prod(window))
+
+
 @register
 class AvgPool(_Pool):
-    """Average pooling. `b h w c -> b h' w' c`."""
+    """Average pooling (padding counted, as in flax). `b h w c -> b h' w' c`."""
 
     kind = "avgpool"
-    reduce = staticmethod(nnx.avg_pool)
+    reduce = staticmethod(_average_pool)
 
 
 @register

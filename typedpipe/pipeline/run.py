@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from typedpipe.contracts import ConfigError, ContractError, Diagnostic
+from typedpipe.contracts import ContractError, Diagnostic
 from typedpipe.pipeline import sources
 from typedpipe.pipeline.check import check_pipeline, errors
 from typedpipe.pipeline.checkpoint import Checkpoints
@@ -132,4 +132,3 @@ def _check_batching(config: Config, train: sources.Dataset, placement: Placement
     return found
 
 
-__all__ = ["Callbacks", "ConfigError", "train_run"]

@@ -162,8 +162,9 @@ class Normalize(Stage):
     def __call__(
         self, images: Float[Array, "b h w {self.channels}"], key=None
     ) -> Float[Array, "b h w {self.channels}"]:
-        mean = jnp.asarray(self.mean, images.dtype)
-        inv_std = jnp.asarray([1.0 / s for s in self.std], images.dtype)
+        per_channel = (1, 1, 1, self.channels)
+        mean = jnp.asarray(self.mean, images.dtype).reshape(per_channel)
+        inv_std = jnp.asarray([1.0 / s for s in self.std], images.dtype).reshape(per_channel)
         return (images - mean) * inv_std
 
 

@@ -135,7 +135,10 @@ class Trainer:
 
         grads, (loss, logits, rest) = jax.grad(loss_fn, has_aux=True)(state.params, state.rest)
         grads = state.loss_scale.unscale(grads)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        # optax mixes Python floats with its int32 step count; keep a user's strict
+        # dtype promotion for our code and let only the optimizer promote.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = all_finite(loss, grads, params, rest)
         new_state = TrainState(

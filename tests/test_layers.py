@@ -1,0 +1,122 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from typedpipe import ConfigError, ContractError
+from typedpipe.models.layers import LAYERS
+
+RNGS = nnx.Rngs(0)
+
+# One working layer per type: constructor params, input shape (per image), output shape.
+CASES = {
+    "conv": ({"in_features": 3, "features": 8, "kernel": 3, "stride": 2, "padding": "valid"},
+             (9, 9, 3), (4, 4, 8)),
+    "maxpool": ({"window": 2}, (8, 8, 3), (4, 4, 3)),
+    "avgpool": ({"window": 3, "stride": 1, "padding": "same"}, (8, 8, 3), (8, 8, 3)),
+    "gap": ({}, (4, 4, 5), (5,)),
+    "flatten": ({}, (2, 3, 4), (24,)),
+    "dense": ({"in_features": 6, "features": 4, "activation": "relu"}, (6,), (4,)),
+    "batchnorm": ({"in_features": 3}, (4, 4, 3), (4, 4, 3)),
+    "dropout": ({"rate": 0.5}, (4, 4, 3), (4, 4, 3)),
+    "residual": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
+}
+
+# A wrong input per type: per-image shape, dtype, expected code.
+BROKEN = {
+    "conv": ((9, 9, 1), jnp.float32, "shape.channels"),
+    "maxpool": ((8, 8, 3), jnp.int32, "dtype.input"),
+    "avgpool": ((8, 8), jnp.float32, "shape.rank"),
+    "gap": ((4, 4, 5), jnp.uint8, "dtype.input"),
+    "flatten": ((24,), jnp.float32, "shape.rank"),
+    "dense": ((7,), jnp.float32, "model.shape"),
+    "batchnorm": ((4, 4, 1), jnp.float32, "shape.channels"),
+    "dropout": ((4, 4, 3), jnp.uint8, "dtype.input"),
+    "residual": ((8, 8, 4), jnp.float32, "shape.channels"),
+}
+
+
+def make(kind):
+    params, _, _ = CASES[kind]
+    return LAYERS[kind](**params, name=f"my_{kind}", rngs=RNGS)
+
+
+@pytest.fixture(params=["eager", "jit"])
+def apply(request):
+    """Call a layer eagerly or under nnx.jit (which carries its mutable state across)."""
+    if request.param == "eager":
+        return lambda layer, x: layer(x)
+    return nnx.jit(lambda layer, x: layer(x))
+
+
+def test_every_registered_layer_is_covered():
+    assert set(CASES) == set(LAYERS) == set(BROKEN)
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_output_shape_as_declared(kind, apply):
+    layer = make(kind)
+    _, in_shape, out_shape = CASES[kind]
+    assert layer.output_shape(in_shape) == out_shape
+    out = apply(layer, jnp.ones((2, *in_shape)))
+    assert out.shape == (2, *out_shape)
+    assert bool(jnp.isfinite(out).all())
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_eager_and_jit_agree(kind):
+    layer = make(kind)
+    layer.eval()
+    x = jax.random.normal(jax.random.key(1), (2, *CASES[kind][1]))
+    np.testing.assert_allclose(layer(x), jax.jit(lambda x: layer(x))(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_input_fails_while_tracing(kind):
+    layer = make(kind)
+    shape, dtype, code = BROKEN[kind]
+    with pytest.raises(ContractError) as info:
+        jax.jit(lambda x: layer(x)).trace(jax.ShapeDtypeStruct((2, *shape), dtype))
+    diagnostic = info.value.diagnostic
+    assert diagnostic.code == code
+    assert diagnostic.stage == f"my_{kind}"
+    assert " ".join(map(str, shape)) in diagnostic.got
+    assert diagnostic.expected and diagnostic.hint
+
+
+def test_stride_that_collapses_the_map_names_the_layer():
+    conv = LAYERS["conv"](3, 8, kernel=3, stride=3, padding="valid", name="conv3", rngs=RNGS)
+    with pytest.raises(ContractError) as info:
+        conv.output_shape((2, 2, 3))
+    diagnostic = info.value.diagnostic
+    assert (diagnostic.code, diagnostic.stage) == ("model.shape", "conv3")
+    assert "shrinks 2x2 to 0x0" in diagnostic.message
+    # The same fault surfaces from the typed call, before XLA sees a negative size.
+    with pytest.raises(ContractError, match="shrinks 2x2 to 0x0"):
+        jax.jit(lambda x: conv(x)).trace(jax.ShapeDtypeStruct((1, 2, 2, 3), jnp.float32))
+
+
+def test_output_size_follows_padding_and_stride():
+    for padding, stride, expected in [("same", 1, 7), ("same", 2, 4), ("valid", 1, 5),
+                                      ("valid", 2, 3)]:
+        conv = LAYERS["conv"](1, 2, kernel=3, stride=stride, padding=padding, rngs=RNGS)
+        assert conv.output_shape((7, 7, 1))[0] == expected
+        assert conv(jnp.ones((1, 7, 7, 1))).shape[1] == expected
+
+
+def test_bad_layer_params_are_config_errors():
+    with pytest.raises(ConfigError) as info:
+        LAYERS["conv"].build((8, 8, 1), name="c", rngs=RNGS, features=4, paddin="same")
+    assert info.value.diagnostic.code == "config.unknown_key"
+    assert info.value.diagnostic.hint == "did you mean 'padding'?"
+    with pytest.raises(ConfigError, match="unknown activation 'rleu'"):
+        LAYERS["dense"](4, 2, activation="rleu", rngs=RNGS)
+
+
+def test_dropout_only_in_training_mode():
+    layer = make("dropout")
+    x = jnp.ones((2, 4, 4, 3))
+    assert not np.array_equal(layer(x), x)
+    layer.eval()
+    np.testing.assert_array_equal(layer(x), x)
