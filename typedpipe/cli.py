@@ -125,8 +125,13 @@ def cmd_summary(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from typedpipe.pipeline.run import Callbacks, train_run
 

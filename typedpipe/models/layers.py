@@ -138,7 +138,8 @@ class Conv(Layer):
             raise _config_error(name, f"conv {name}: unknown activation {activation!r}",
                                 " | ".join(ACTIVATIONS), repr(activation), 'activation = "relu"')
         self.name, self.in_features, self.features = name, in_features, features
-        self.kernel, self.stride, self.padding, self.activation = kernel, stride, padding, activation
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.activation = activation
         self.rows = _out_expr("h", kernel, stride, padding)
         self.cols = _out_expr("w", kernel, stride, padding)
         self.conv = nnx.Conv(in_features, features, (kernel, kernel), strides=stride,
@@ -284,7 +285,9 @@ class Dense(Layer):
         return 2 * self.in_features * self.features
 
     @contract
-    def __call__(self, x: Float[Array, "b {self.in_features}"]) -> Float[Array, "b {self.features}"]:
+    def __call__(
+        self, x: Float[Array, "b {self.in_features}"]
+    ) -> Float[Array, "b {self.features}"]:
         return ACTIVATIONS[self.activation](self.linear(x))
 
 
@@ -330,7 +333,7 @@ class Dropout(Layer):
         return shape
 
     @contract
-    def __call__(self, x: Float[Array, "b *rest"]) -> Float[Array, "b *rest"]:
+    def __call__(self, x: Float[Array, "b *rest"]) -> Float[Array, "b *rest"]:  # noqa: F821
         return self.dropout(x)
 
 

@@ -115,6 +115,7 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
 def _check_batching(config: Config, train: sources.Dataset, placement: Placement
                     ) -> list[Diagnostic]:
     batch_size = config.train.batch_size
+    devices = placement.num_devices
     found = []
     if batch_size > len(train):
         found.append(Diagnostic(
@@ -127,7 +128,7 @@ def _check_batching(config: Config, train: sources.Dataset, placement: Placement
             "config.value", f"batch_size {batch_size} does not split over "
             f"{placement.num_devices} devices", stage="[train]",
             expected=f"a multiple of {placement.num_devices}", got=f"batch_size = {batch_size}",
-            hint=f"batch_size = {batch_size - batch_size % placement.num_devices or placement.num_devices}",
+            hint=f"batch_size = {batch_size - batch_size % devices or devices}",
         ))
     return found
 

@@ -20,9 +20,9 @@ from typedpipe.contracts import (
     Diagnostic,
     ImageSpec,
     contract,
+    hints,
     suggest,
 )
-from typedpipe.contracts import hints
 
 STAGES: dict[str, type["Stage"]] = {}
 
@@ -98,7 +98,8 @@ def _positive(stage: Stage, **values: float) -> None:
         if not value > 0:
             raise ConfigError(Diagnostic(
                 "config.value", f"{stage.op}: {key} must be > 0", stage=stage.op,
-                expected=f"{key} > 0", got=f"{key} = {value}", hint=f"set {key} to a positive value",
+                expected=f"{key} > 0", got=f"{key} = {value}",
+                hint=f"set {key} to a positive value",
             ))
 
 
