@@ -91,17 +91,11 @@ def cmd_summary(args) -> int:
     from typedpipe.models import build_model
     from typedpipe.models.summary import layer_rows, stage_rows
     from typedpipe.pipeline import sources
+    from typedpipe.pipeline.stages import Preprocess
 
     config = _load(args.config)
     dataset = sources.load(config)
-    specs, spec = [], dataset.spec
-    for index, stage in enumerate(config.preprocess):
-        try:
-            spec = stage.in_spec(spec)
-        except ContractError as err:
-            raise ContractError(d.__class__(**{**d.__dict__, "stage": f"preprocess[{index}] "
-                                               f"{stage.op}"}) for d in err.diagnostics) from None
-        specs.append(spec)
+    specs = Preprocess(config.preprocess).flow(dataset.spec)
     m = config.model
     model = nnx.eval_shape(lambda: build_model(m.name, m.input, m.num_classes, m.layers,
                                                rngs=nnx.Rngs(0)))

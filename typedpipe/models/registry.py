@@ -5,6 +5,7 @@ Every architecture is declared as data, a list of layer entries exactly like the
 one are built, checked and summarised by the same code.
 """
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -107,8 +108,8 @@ def build_model(name: str, input_shape: Shape, num_classes: int,
             shape = layer.output_shape(shape)
         except ContractError as err:
             raise ContractError(
-                d.__class__(**{**d.__dict__, "message": f"{d.message} (shapes so far: "
-                               f"{' -> '.join(flow)})"})
+                dataclasses.replace(d, message=f"{d.message} (shapes so far: "
+                                    f"{' -> '.join(flow)})")
                 for d in err.diagnostics
             ) from None
         flow.append(f"{layer_name} {'x'.join(map(str, shape))}")

@@ -5,8 +5,6 @@ model is built abstractly (`nnx.eval_shape`, nothing allocated) so each layer ca
 refuse its input, and the labels are held against the head.
 """
 
-import dataclasses
-
 import numpy as np
 from flax import nnx
 
@@ -121,7 +119,3 @@ def check_labels(config: Config, dataset: Dataset) -> list[Diagnostic]:
 
 def errors(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     return [d for d in diagnostics if d.is_error]
-
-
-def with_stage(diagnostic: Diagnostic, stage: str) -> Diagnostic:
-    return dataclasses.replace(diagnostic, stage=stage)

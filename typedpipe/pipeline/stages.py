@@ -349,8 +349,9 @@ class Preprocess:
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
 
-    def in_spec(self, spec: ImageSpec) -> ImageSpec:
-        """Flow `spec` through every stage; the first broken boundary raises."""
+    def flow(self, spec: ImageSpec) -> list[ImageSpec]:
+        """The spec after each stage; the first broken boundary raises, named by position."""
+        specs = []
         for index, stage in enumerate(self.stages):
             try:
                 spec = stage.in_spec(spec)
@@ -359,7 +360,13 @@ class Preprocess:
                     dataclasses.replace(d, stage=f"preprocess[{index}] {stage.op}")
                     for d in err.diagnostics
                 ) from None
-        return spec
+            specs.append(spec)
+        return specs
+
+    def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        """The spec the last stage hands on (`spec` itself when there are no stages)."""
+        specs = self.flow(spec)
+        return specs[-1] if specs else spec
 
     def __call__(self, images: Array, key: PRNGKeyArray | None = None, *,
                  train: bool = False) -> Array:
