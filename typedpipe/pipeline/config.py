@@ -132,13 +132,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 @dataclasses.dataclass(frozen=True)
 class _TopLevel:
+    """The scalar keys; the tables are filtered out and read on their own."""
+
     name: str = "typedpipe"
     seed: int = 0
-    # Tables are read separately; listing them here makes them known keys.
-    data: Any = None
-    model: Any = None
-    train: Any = None
-    preprocess: Any = None
 
 
 class _Locator:

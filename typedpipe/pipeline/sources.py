@@ -6,6 +6,7 @@ the contract check sees what the model would really receive.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -35,10 +36,11 @@ class Dataset:
     labels: np.ndarray
     label_spec: LabelSpec
     class_names: tuple[str, ...]
-    spec: ImageSpec = dataclasses.field(init=False)
 
-    def __post_init__(self):
-        object.__setattr__(self, "spec", spec_of(self.images))
+    @functools.cached_property
+    def spec(self) -> ImageSpec:
+        """Measured on first use only: the splits made by `take` rarely need theirs."""
+        return spec_of(self.images)
 
     def __len__(self) -> int:
         return len(self.images)
