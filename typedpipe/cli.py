@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, TrainingStopped
@@ -21,6 +22,9 @@ from typedpipe.contracts import ConfigError, ContractError, Diagnostic, Training
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NUMERIC = 0, 1, 2, 3
 
 stderr = Console(stderr=True)
+
+# Offending files or indices listed in the table; --json carries up to MAX_ITEMS.
+_ITEMS_SHOWN = 5
 
 
 def default_config_path() -> Path:
@@ -49,11 +53,18 @@ def render_diagnostics(diagnostics: Sequence[Diagnostic], console: Console) -> N
     for column in ("code", "stage", "problem", "expected / got", "fix"):
         table.add_column(column, overflow="fold")
     for d in diagnostics:
+        # Messages and hints quote config lines ("[data]", "[[preprocess]]"): plain text,
+        # not rich markup.
         style = "red" if d.is_error else "yellow"
-        problem = d.message + (f"\n[dim]{', '.join(d.items)}[/dim]" if d.items else "")
-        table.add_row(f"[{style}]{d.code}[/{style}]", d.stage, problem,
-                      f"expected {d.expected}\ngot      {d.got}" if d.expected or d.got else "",
-                      d.hint)
+        problem = escape(d.message)
+        if d.items:
+            shown = d.items[:_ITEMS_SHOWN]
+            more = len(d.items) - len(shown)
+            listed = "\n".join(shown) + (f"\n... {more} more (--json lists them)" if more else "")
+            problem += f"\n[dim]{escape(listed)}[/dim]"
+        shapes = f"expected {d.expected}\ngot      {d.got}" if d.expected or d.got else ""
+        table.add_row(f"[{style}]{d.code}[/{style}]", escape(d.stage), problem, escape(shapes),
+                      escape(d.hint))
     console.print(table)
 
 
@@ -69,19 +80,17 @@ def _print_json(args, result: dict) -> None:
 
 
 def cmd_check(args) -> int:
-    from typedpipe.pipeline import sources
     from typedpipe.pipeline.check import check_pipeline, errors
 
-    config = _load(args.config)
-    diagnostics = check_pipeline(config, sources.load(config))
+    diagnostics = check_pipeline(_load(args.config))
     ok = not errors(diagnostics)
     if args.json:
         _print_json(args, {"ok": ok, "diagnostics": [d.to_json() for d in diagnostics]})
     elif diagnostics:
         render_diagnostics(diagnostics, Console())
     else:
-        Console().print(f"[green]ok[/green]: {args.config or default_config_path()} passes "
-                        "every check")
+        path = escape(str(args.config or default_config_path()))
+        Console().print(f"[green]ok[/green]: {path} passes every check")
     return EXIT_OK if ok else EXIT_INVALID
 
 
@@ -94,12 +103,14 @@ def cmd_summary(args) -> int:
     from typedpipe.pipeline.stages import Preprocess
 
     config = _load(args.config)
-    dataset = sources.load(config)
-    specs = Preprocess(config.preprocess).flow(dataset.spec)
+    survey = sources.survey(config)
+    if survey.spec is None:
+        raise ContractError(survey.diagnostics)
+    specs = Preprocess(config.preprocess).flow(survey.spec)
     m = config.model
     model = nnx.eval_shape(lambda: build_model(m.name, m.input, m.num_classes, m.layers,
                                                rngs=nnx.Rngs(0)))
-    rows = stage_rows(dataset.spec, config.preprocess, specs) + layer_rows(model)
+    rows = stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
     total_params = sum(r.params for r in rows)
     total_flops = sum(r.flops for r in rows)
     if args.json:
@@ -110,8 +121,8 @@ def cmd_summary(args) -> int:
     for column in ("stage / layer", "type", "output", "params", "FLOPs"):
         table.add_column(column, justify="right" if column in ("params", "FLOPs") else "left")
     for r in rows:
-        table.add_row(r.name, r.kind, r.output, f"{r.params:,}" if r.params else "",
-                      f"{r.flops:,}" if r.flops else "")
+        table.add_row(escape(r.name), r.kind, escape(r.output),
+                      f"{r.params:,}" if r.params else "", f"{r.flops:,}" if r.flops else "")
     table.add_section()
     table.add_row("total", "", "", f"{total_params:,}", f"{total_flops:,} per image")
     Console().print(table)
@@ -223,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             return args.handler(args)
     except UsageError as err:
-        stderr.print(f"[red]usage error[/red]: {err}")
+        stderr.print(f"[red]usage error[/red]: {escape(str(err))}")
         return EXIT_USAGE
     except (ContractError, ConfigError) as err:
         _emit_failure(err.diagnostics, args)

@@ -30,6 +30,9 @@ CODES: dict[str, str] = {
     "data.too_large": "an image too large to decode safely (pixel bomb)",
     "data.size_mixed": "files of differing size without a decode size",
     "data.mode_mixed": "files of differing colour mode without a decode mode",
+    "data.mismatch": "images and labels differ in number",
+    "data.too_few": "a class has too few images to split into train, val and test",
+    "step.trace": "the train step cannot be traced for a reason no other code names",
     "numeric.nonfinite": "training produced NaN/inf",
 }
 

@@ -1,8 +1,11 @@
 """`check`: the whole pipeline validated before any step, every fault reported at once.
 
-The data's spec flows through every stage into the model's input contract, the
-model is built abstractly (`nnx.eval_shape`, nothing allocated) so each layer can
-refuse its input, and the labels are held against the head.
+In order: the host audit of the data (`sources.survey`); the labels against the
+head; the data's spec flowing through every stage into the model's input
+contract; the model built abstractly (`nnx.eval_shape`, nothing allocated) so
+each layer can refuse its input; the split and batch sizes; and, when all of
+that is sound, the full train step traced and compiled on shapes alone
+(`preflight`) for what is left, including memory.
 """
 
 import numpy as np
@@ -10,8 +13,10 @@ from flax import nnx
 
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, ImageSpec, hints
 from typedpipe.models import build_model
+from typedpipe.pipeline import sources
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import Dataset
+from typedpipe.pipeline.preflight import check_step
+from typedpipe.pipeline.sources import Dataset, Survey
 from typedpipe.pipeline.stages import Preprocess
 
 # Values may exceed input_range by this share of its width before it is an
@@ -19,16 +24,34 @@ from typedpipe.pipeline.stages import Preprocess
 _RANGE_SLACK = 1e-3
 
 
-def check_pipeline(config: Config, dataset: Dataset) -> list[Diagnostic]:
-    """All faults of `config` applied to `dataset`, in pipeline order; empty when sound."""
-    diagnostics = check_labels(config, dataset)
-    try:
-        spec = Preprocess(config.preprocess).in_spec(dataset.spec)
-    except ContractError as err:
-        diagnostics.extend(err.diagnostics)
+def check_pipeline(config: Config, data: Survey | Dataset | None = None, *,
+                   devices: int = 1) -> list[Diagnostic]:
+    """All faults of `config` applied to its data, in pipeline order; empty when sound.
+
+    Args:
+        config: the pipeline.
+        data: a survey or loaded dataset; by default the configured source is surveyed.
+        devices: how many devices the batch will be split over.
+    """
+    if isinstance(data, Dataset):
+        survey = data.survey()
     else:
-        diagnostics.extend(check_model_input(spec, config))
+        survey = data if data is not None else sources.survey(config)
+    diagnostics = list(survey.diagnostics)
+    if len(survey.labels):
+        diagnostics.extend(check_labels(config, survey))
+        diagnostics.extend(check_batching(config, survey.class_ids, devices))
+    if survey.spec is not None:
+        try:
+            spec = Preprocess(config.preprocess).in_spec(survey.spec)
+        except ContractError as err:
+            diagnostics.extend(err.diagnostics)
+        else:
+            diagnostics.extend(check_model_input(spec, config))
     diagnostics.extend(check_model(config))
+    if survey.spec is not None and not errors(diagnostics):
+        diagnostics.extend(check_step(config, survey.spec, survey.labels,
+                                      survey.label_spec.format, devices))
     return diagnostics
 
 
@@ -78,41 +101,66 @@ def check_model_input(spec: ImageSpec, config: Config) -> list[Diagnostic]:
     return found
 
 
-def check_labels(config: Config, dataset: Dataset) -> list[Diagnostic]:
+def check_labels(config: Config, survey: Survey) -> list[Diagnostic]:
     """Label format, count and range against the model head."""
     num_classes = config.model.num_classes
-    labels = dataset.labels
-    found = []
+    labels = survey.labels
+
+    def fault(code: str, message: str, expected: str, got: str, hint: str, items=(),
+              stage: str = "labels") -> list[Diagnostic]:
+        return [Diagnostic(code, message, stage=stage, expected=expected, got=got, hint=hint,
+                           items=tuple(items))]
+
     if labels.ndim == 2 and config.data.labels == "int":
-        found.append(Diagnostic(
-            "labels.format", "the labels are one-hot rows but [data] labels = \"int\"",
-            stage="labels", expected="int32 b", got=f"{labels.dtype} b {labels.shape[1]}",
-            hint=hints.label_format("int"),
-        ))
-        return found
+        return fault("labels.format", 'the labels are one-hot rows but [data] labels = "int"',
+                     "int32 b", f"{labels.dtype} b {labels.shape[1]}", hints.label_format("int"))
     if labels.ndim == 1 and config.data.labels == "onehot":
-        found.append(Diagnostic(
-            "labels.format", "the labels are integers but [data] labels = \"onehot\"",
-            stage="labels", expected=f"float32 b {num_classes}", got=f"{labels.dtype} b",
-            hint=hints.label_format("onehot"),
-        ))
-        return found
-    classes = dataset.class_ids
-    if dataset.label_spec.num_classes != num_classes:
-        found.append(Diagnostic(
-            "labels.count", f"the data has {dataset.label_spec.num_classes} classes, the model "
-            f"head {num_classes}", stage="model", expected=f"{num_classes} classes",
-            got=f"{dataset.label_spec.num_classes} classes",
-            hint=f"set num_classes = {dataset.label_spec.num_classes} under [model]",
-        ))
+        return fault("labels.format", 'the labels are integers but [data] labels = "onehot"',
+                     f"float32 b {num_classes}", f"{labels.dtype} b",
+                     hints.label_format("onehot"))
+    if labels.ndim == 2 and not np.isfinite(labels).all():
+        rows = np.flatnonzero(~np.isfinite(labels).all(axis=1))
+        return fault("value.nonfinite", f"{rows.size} one-hot label row(s) hold NaN or inf",
+                     "finite one-hot rows", "NaN/inf", "repair or drop these labels",
+                     items=(f"#{i}" for i in rows))
+    classes = survey.class_ids
     out_of_range = np.flatnonzero((classes < 0) | (classes >= num_classes))
     if out_of_range.size:
+        widen = f"set num_classes = {int(classes.max()) + 1} under [model]"
+        hint = (f"the labels look 1-based: store label - 1, or {widen}" if classes.min() == 1
+                else f"{widen}, or fix the labels")
+        return fault("labels.range", f"{out_of_range.size} label(s) fall outside "
+                     f"[0, {num_classes})", f"0 <= label < {num_classes}",
+                     f"labels in [{classes.min()}, {classes.max()}]", hint,
+                     items=(f"#{i}" for i in out_of_range))
+    data_classes = survey.label_spec.num_classes
+    if data_classes != num_classes:
+        return fault("labels.count", f"the data has {data_classes} classes, the model head "
+                     f"{num_classes}", f"{num_classes} classes", f"{data_classes} classes",
+                     f"set num_classes = {data_classes} under [model]", stage="model")
+    return []
+
+
+def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Diagnostic]:
+    """The split must work, and the batch must fit the training part and the devices."""
+    data, batch_size = config.data, config.train.batch_size
+    try:
+        train, _, _ = sources.split_indices(classes, data.val_fraction, data.test_fraction,
+                                            config.seed)
+    except ContractError as err:
+        return list(err.diagnostics)
+    found = []
+    if batch_size > len(train):
         found.append(Diagnostic(
-            "labels.range", f"{out_of_range.size} labels fall outside [0, {num_classes})",
-            stage="labels", expected=f"0 <= label < {num_classes}",
-            got=f"labels in [{classes.min()}, {classes.max()}]",
-            hint=f"set num_classes = {int(classes.max()) + 1} under [model], or fix the labels",
-            items=tuple(f"#{i}" for i in out_of_range),
+            "config.value", f"batch_size {batch_size} is larger than the {len(train)} "
+            "training images", stage="[train]", expected=f"batch_size <= {len(train)}",
+            got=f"batch_size = {batch_size}", hint=f"batch_size = {min(64, len(train))}",
+        ))
+    if batch_size % devices:
+        found.append(Diagnostic(
+            "config.value", f"batch_size {batch_size} does not split over {devices} devices",
+            stage="[train]", expected=f"a multiple of {devices}", got=f"batch_size = {batch_size}",
+            hint=f"batch_size = {batch_size - batch_size % devices or devices}",
         ))
     return found
 

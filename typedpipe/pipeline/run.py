@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from typedpipe.contracts import ContractError, Diagnostic
+from typedpipe.contracts import ContractError
 from typedpipe.pipeline import sources
 from typedpipe.pipeline.check import check_pipeline, errors
 from typedpipe.pipeline.checkpoint import Checkpoints
@@ -50,13 +50,13 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
         config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                        epochs=epochs))
     placement = Placement(devices=devices if devices is not None else 1)
-    dataset = sources.load(config)
-    parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction,
-                          config.seed)
-    found = errors(check_pipeline(config, dataset) + _check_batching(config, parts.train,
-                                                                     placement))
+    survey = sources.survey(config)
+    found = errors(check_pipeline(config, survey, devices=placement.num_devices))
     if found:
         raise ContractError(found)
+    dataset = sources.load(config, survey)
+    parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction,
+                          config.seed)
 
     train = config.train
     steps_per_epoch = len(parts.train) // train.batch_size
@@ -110,26 +110,3 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
                  np.asarray(test["predictions"]), dataset.class_names,
                  f"{config.name}: {config.model.name} on {config.data.source}")
     return metrics
-
-
-def _check_batching(config: Config, train: sources.Dataset, placement: Placement
-                    ) -> list[Diagnostic]:
-    batch_size = config.train.batch_size
-    devices = placement.num_devices
-    found = []
-    if batch_size > len(train):
-        found.append(Diagnostic(
-            "config.value", f"batch_size {batch_size} is larger than the {len(train)} "
-            "training images", stage="[train]", expected=f"batch_size <= {len(train)}",
-            got=f"batch_size = {batch_size}", hint=f"batch_size = {min(64, len(train))}",
-        ))
-    if batch_size % placement.num_devices:
-        found.append(Diagnostic(
-            "config.value", f"batch_size {batch_size} does not split over "
-            f"{placement.num_devices} devices", stage="[train]",
-            expected=f"a multiple of {placement.num_devices}", got=f"batch_size = {batch_size}",
-            hint=f"batch_size = {batch_size - batch_size % devices or devices}",
-        ))
-    return found
-
-

@@ -2,30 +2,27 @@
 
 A source never converts what it reads: digits arrive as uint8 0..255, an npz
 file's arrays as they are. Converting is the job of the declared stages, so that
-the contract check sees what the model would really receive.
+the contract check sees what the model would really receive. (Two conversions
+are declared in `[data]` and so are not silent: `layout = "nchw"` transposes to
+channels-last, and imagefolder's `mode` / `size` decode settings.)
+
+Every source offers two things:
+- `survey(config)`: a host-side audit that never raises on bad data. It returns
+  the data's spec and labels with a diagnostic for each fault it found.
+- `load(config, survey)`: the arrays for training, after a clean survey.
 """
 
 import dataclasses
 import functools
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from typedpipe.contracts import ImageSpec, LabelSpec
+from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
 from typedpipe.pipeline.config import Config
-
-SOURCES: dict[str, Callable[[Config], "Dataset"]] = {}
-
-
-def register(name: str):
-    def add(load: Callable[[Config], "Dataset"]):
-        if name in SOURCES:
-            raise ValueError(f"source {name!r} is already registered")
-        SOURCES[name] = load
-        return load
-
-    return add
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +45,122 @@ class Dataset:
     @property
     def class_ids(self) -> np.ndarray:
         """Integer class ids, whatever the stored label format."""
-        return self.labels.argmax(-1) if self.labels.ndim == 2 else self.labels
+        return class_ids(self.labels)
 
     def take(self, indices: np.ndarray) -> "Dataset":
         return Dataset(self.images[indices], self.labels[indices], self.label_spec,
                        self.class_names)
 
+    def survey(self) -> "Survey":
+        """The audit of arrays already in memory: emptiness and NaN/inf pixels."""
+        if not len(self):
+            return Survey.failed(Diagnostic(
+                "data.empty", "the source holds no images", stage="data",
+                expected="at least one image", got=f"images {self.images.shape}",
+                hint="point [data] path at a file or folder with images"))
+        return Survey(self.spec, self.labels, self.label_spec, tuple(_nonfinite(self.images)),
+                      dataset=self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """What the host audit learned about a source, with no pixels sent to a device.
+
+    `spec` is None when no image could be read. `dataset` keeps arrays that were
+    already loaded to audit them, so that loading after a clean check is free.
+    """
+
+    spec: ImageSpec | None
+    labels: np.ndarray
+    label_spec: LabelSpec
+    diagnostics: tuple[Diagnostic, ...] = ()
+    class_names: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    dataset: Dataset | None = None
+
+    @classmethod
+    def failed(cls, *diagnostics: Diagnostic) -> "Survey":
+        return cls(None, np.zeros(0, np.int32), LabelSpec("int", 0), diagnostics)
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        return class_ids(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    survey: Callable[[Config], Survey]
+    load: Callable[[Config, Survey], Dataset]
+
+
+SOURCES: dict[str, Source] = {}
+
+
+def register(name: str, survey: Callable[[Config], Survey] | None = None):
+    """Register a source by name.
+
+    Decorates its `load(config) -> Dataset`. Pass `survey` when the data can be
+    audited without loading all of it; otherwise the survey loads the arrays,
+    audits them, and keeps them for training.
+    """
+
+    def add(load: Callable[[Config], Dataset]):
+        if name in SOURCES:
+            raise ValueError(f"source {name!r} is already registered")
+        if survey is None:
+            SOURCES[name] = Source(_survey_loaded(load), lambda config, found: found.dataset)
+        else:
+            SOURCES[name] = Source(survey, load)
+        return load
+
+    return add
+
+
+def _survey_loaded(load: Callable[[Config], Dataset]) -> Callable[[Config], Survey]:
+    def survey(config: Config) -> Survey:
+        try:
+            return load(config).survey()
+        except ContractError as err:
+            return Survey.failed(*err.diagnostics)
+
+    return survey
+
+
+def survey(config: Config) -> Survey:
+    """Audit the configured source; faults come back as diagnostics, never raised."""
+    return SOURCES[config.data.source].survey(config)
+
+
+def load(config: Config, found: Survey | None = None) -> Dataset:
+    """The configured source's arrays.
+
+    Raises:
+        ContractError: the survey found a data fault (`data.*`, `value.nonfinite`, ...).
+    """
+    found = found or survey(config)
+    faults = [d for d in found.diagnostics if d.is_error]
+    if faults:
+        raise ContractError(faults)
+    return SOURCES[config.data.source].load(config, found)
+
+
+def class_ids(labels: np.ndarray) -> np.ndarray:
+    return labels.argmax(-1) if labels.ndim == 2 else labels
+
 
 def spec_of(images: np.ndarray) -> ImageSpec:
-    """The spec of a stored image array; the value range is measured, not assumed."""
-    height, width, channels = images.shape[1:4] if images.ndim == 4 else (*images.shape[1:], 1)
+    """The spec of a stored image array; the value range is measured, not assumed.
+
+    A 4-d array whose axis 1 looks like channels (1, 3 or 4) and whose last axis
+    does not is reported channels-first, so the check can name the layout.
+    """
+    if images.ndim == 4 and images.shape[1] in (1, 3, 4) and images.shape[3] not in (1, 3, 4):
+        channels, height, width = images.shape[1:]
+        layout = "nchw"
+    else:
+        height, width, channels = images.shape[1:4] if images.ndim == 4 else (*images.shape[1:],
+                                                                              1)
+        layout = "nhwc"
     if images.size == 0:
         value_range = None
     elif np.issubdtype(images.dtype, np.floating):
@@ -65,7 +168,21 @@ def spec_of(images: np.ndarray) -> ImageSpec:
         value_range = (float(finite.min()), float(finite.max())) if finite.size else None
     else:
         value_range = (float(images.min()), float(images.max()))
-    return ImageSpec(height, width, channels, str(images.dtype), value_range)
+    return ImageSpec(height, width, channels, str(images.dtype), value_range, layout)
+
+
+def _nonfinite(images: np.ndarray) -> list[Diagnostic]:
+    if not np.issubdtype(images.dtype, np.floating):
+        return []
+    bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+    if not bad.size:
+        return []
+    return [Diagnostic(
+        "value.nonfinite", f"{bad.size} image(s) hold NaN or inf pixels", stage="data",
+        expected="finite pixels", got=f"NaN/inf in {bad.size} of {len(images)} images",
+        hint="drop or repair these images before training (their indices are listed)",
+        items=tuple(f"#{i}" for i in bad),
+    )]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,31 +192,54 @@ class Splits:
     test: Dataset
 
 
+def split_indices(classes: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified train/val/test indices: every class keeps its share in each part.
+
+    Raises:
+        ContractError: `data.too_few`, when a class is too small to be split.
+    """
+    indices = np.arange(len(classes))
+
+    def cut(pool: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        if fraction == 0:
+            return pool, pool[:0]
+        try:
+            return train_test_split(pool, test_size=fraction, random_state=seed,
+                                    stratify=classes[pool])
+        except ValueError as err:
+            values, counts = np.unique(classes, return_counts=True)
+            raise ContractError(Diagnostic(
+                "data.too_few", f"the data cannot be split by class: {err}", stage="data",
+                expected="enough images per class for train, val and test",
+                got=f"{len(classes)} images; the smallest class ({values[counts.argmin()]}) "
+                    f"has {counts.min()}",
+                hint="add images to the smallest classes, or lower val_fraction and "
+                     "test_fraction under [data] (0 skips that split)",
+            )) from None
+
+    rest, test = cut(indices, test_fraction)
+    train, val = cut(rest, val_fraction / (1.0 - test_fraction))
+    return train, val, test
+
+
 def split(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    """Stratified train/val/test split: every class keeps its share in each part.
+    """Stratified train/val/test split (see `split_indices`).
 
     Example:
         >>> parts = split(load_digits_dataset(), 0.1, 0.2, seed=0)
         >>> len(parts.train) + len(parts.val) + len(parts.test)
         1797
     """
-    indices = np.arange(len(dataset))
-    classes = dataset.class_ids
-
-    def cut(pool: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        if fraction == 0:
-            return pool, pool[:0]
-        return train_test_split(pool, test_size=fraction, random_state=seed,
-                                stratify=classes[pool])
-
-    rest, test = cut(indices, test_fraction)
-    train, val = cut(rest, val_fraction / (1.0 - test_fraction))
+    train, val, test = split_indices(dataset.class_ids, val_fraction, test_fraction, seed)
     return Splits(dataset.take(train), dataset.take(val), dataset.take(test))
 
 
-def load(config: Config) -> Dataset:
-    """Read the configured source."""
-    return SOURCES[config.data.source](config)
+def labels_as(label_format: str, ids: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class ids in the configured label format (one-hot rows are float32)."""
+    if label_format == "onehot":
+        return np.eye(num_classes, dtype=np.float32)[ids]
+    return ids.astype(np.int32)
 
 
 @register("digits")
@@ -109,12 +249,110 @@ def load_digits_dataset(config: Config | None = None) -> Dataset:
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int32)
-    return _with_label_format(images, labels, 10, config, tuple(map(str, range(10))))
-
-
-def _with_label_format(images, labels, num_classes, config, class_names) -> Dataset:
     label_format = config.data.labels if config else "int"
-    if label_format == "onehot" and labels.ndim == 1:
-        labels = np.eye(num_classes, dtype=np.float32)[labels]
-    return Dataset(images, labels, LabelSpec(label_format, num_classes), class_names)
+    return Dataset(images, labels_as(label_format, digits.target, 10),
+                   LabelSpec(label_format, 10), tuple(map(str, range(10))))
+
+
+@register("npz")
+def load_npz(config: Config) -> Dataset:
+    """Arrays `images` (n, h, w[, c]) and `labels` (n,) or (n, k) from one `.npz` file."""
+    path = Path(config.data.path)
+    if not path.is_file():
+        raise ContractError(Diagnostic(
+            "data.empty", f"no file at {path}", stage="data", expected="an .npz file",
+            got=f"path = {config.data.path!r}", hint="set path under [data] to an existing .npz"))
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("it is not an .npz archive")
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = sorted({"images", "labels"} - set(arrays.files))
+            if missing:
+                raise ValueError(f"it has no array named {' or '.join(map(repr, missing))} "
+                                 f"(it holds {', '.join(arrays.files) or 'nothing'})")
+            images, labels = arrays["images"], arrays["labels"]
+    except Exception as err:  # zip, header, pickle or I/O: all mean "unreadable"
+        raise ContractError(Diagnostic(
+            "data.corrupt", f"{path} cannot be read: {err}", stage="data",
+            expected="an .npz with arrays images and labels", got=type(err).__name__,
+            hint="write it with np.savez(path, images=images, labels=labels)",
+            items=(str(path),))) from None
+    faults = _array_faults(images, labels, config.data.layout)
+    if faults:
+        raise ContractError(faults)
+    if config.data.layout == "nchw" and images.ndim == 4:
+        images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    if images.ndim == 3:
+        images = images[..., None]
+    if labels.ndim == 2:
+        label_spec = LabelSpec("onehot", labels.shape[1])
+    else:
+        label_spec = LabelSpec("int", int(labels.max()) + 1 if labels.size else 0)
+    names = tuple(map(str, range(label_spec.num_classes)))
+    return Dataset(images, labels, label_spec, names)
+
+
+def _array_faults(images: np.ndarray, labels: np.ndarray, layout: str) -> list[Diagnostic]:
+    """What makes stored arrays unusable before any spec can be measured."""
+    found = []
+
+    def fault(code: str, message: str, expected: str, got: str, hint: str, stage="data"):
+        found.append(Diagnostic(code, message, stage=stage, expected=expected, got=got,
+                                hint=hint))
+
+    shape = "x".join(map(str, images.shape))
+    if images.ndim not in (3, 4):
+        fault("shape.rank", f"images have {images.ndim} axes", "(n, h, w) or (n, h, w, c)",
+              f"images {shape}", "store images as (n, h, w, c), or (n, h, w) for grayscale")
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        fault("dtype.input", f"images of dtype {images.dtype}", "uint8 or float pixels",
+              str(images.dtype), "store images as uint8 (0..255) or float32")
+    if images.ndim == 4 and layout == "nchw" and images.shape[3] in (1, 3, 4) \
+            and images.shape[1] not in (1, 3, 4):
+        fault("shape.layout", 'layout = "nchw" but the images look channels-last',
+              "n c h w", f"images {shape}", 'set layout = "nhwc" under [data]')
+    if labels.ndim not in (1, 2):
+        fault("labels.format", f"labels have {labels.ndim} axes", "(n,) ids or (n, k) one-hot",
+              f"labels {'x'.join(map(str, labels.shape))}",
+              "store labels as (n,) integer class ids", stage="labels")
+    elif labels.ndim == 1 and not np.issubdtype(labels.dtype, np.integer):
+        fault("labels.format", f"class ids of dtype {labels.dtype}", "integer class ids",
+              str(labels.dtype), "store the labels as integers: labels.astype(np.int32)",
+              stage="labels")
+    if len(images) != len(labels):
+        fault("data.mismatch", f"{len(images)} images but {len(labels)} labels",
+              "one label per image", f"images {len(images)}, labels {len(labels)}",
+              "store exactly one label per image, in the same order")
+    return found
+
+
+def _synthetic_ids(config: Config) -> np.ndarray:
+    rng = np.random.default_rng(config.seed)
+    return rng.permutation(np.arange(config.data.num_samples) % config.model.num_classes)
+
+
+def _survey_synthetic(config: Config) -> Survey:
+    """The synthetic data's spec, known from the config: nothing is generated."""
+    num_classes = config.model.num_classes
+    label_format = config.data.labels
+    spec = ImageSpec(*config.model.input, "float32", config.model.input_range)
+    return Survey(spec, labels_as(label_format, _synthetic_ids(config), num_classes),
+                  LabelSpec(label_format, num_classes))
+
+
+@register("synthetic", survey=_survey_synthetic)
+def load_synthetic(config: Config, found: Survey) -> Dataset:
+    """`num_samples` float32 images matching the model's input contract, learnable.
+
+    Each class has its own random pattern; an image is its class pattern plus as
+    much uniform noise, scaled into `[model] input_range`.
+    """
+    rng = np.random.default_rng(config.seed + 1)
+    height, width, channels = config.model.input
+    shape = (height, width, channels)
+    patterns = rng.uniform(size=(config.model.num_classes, *shape)).astype(np.float32)
+    noise = rng.uniform(size=(config.data.num_samples, *shape)).astype(np.float32)
+    lo, hi = config.model.input_range
+    images = lo + (hi - lo) * (0.5 * patterns[found.class_ids] + 0.5 * noise)
+    names = tuple(map(str, range(config.model.num_classes)))
+    return Dataset(images.astype(np.float32), found.labels, found.label_spec, names)

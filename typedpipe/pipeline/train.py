@@ -81,26 +81,34 @@ class Trainer:
     """The compiled train and eval steps of one config, and the state they carry."""
 
     def __init__(self, config: Config, label_format: str, steps_per_epoch: int,
-                 placement: Placement | None = None):
+                 placement: Placement | None = None, *, abstract: bool = False):
+        """With `abstract`, the state holds only shapes and dtypes: nothing is allocated,
+        and the steps can be traced or compiled but not run (see `preflight`)."""
         self.config = config
         self.placement = placement or Placement(devices=1)
         self.preprocess = Preprocess(config.preprocess)
         self.loss = loss_for(label_format, config.model.num_classes)
         self.compute_dtype = COMPUTE_DTYPES[config.train.precision]
-        model = build_model(config.model.name, config.model.input, config.model.num_classes,
-                            config.model.layers, rngs=nnx.Rngs(config.seed))
+
+        def make_model() -> Classifier:
+            m = config.model
+            return build_model(m.name, m.input, m.num_classes, m.layers,
+                               rngs=nnx.Rngs(config.seed))
+
+        model = nnx.eval_shape(make_model) if abstract else make_model()
         model.train()
         self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
         model.eval()
         self.eval_graph = nnx.split(model, nnx.Param, ...)[0]
         total_steps = steps_per_epoch * config.train.epochs
         self.tx = make_optimizer(config.train, total_steps)
+        opt_state = jax.eval_shape(self.tx.init, params) if abstract else self.tx.init(params)
         state = TrainState(
-            params, rest, self.tx.init(params),
+            params, rest, opt_state,
             LossScale.create(enabled=config.train.precision == "float16"),
             jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32),
         )
-        self.state = self.placement.replicate(state)
+        self.state = state if abstract else self.placement.replicate(state)
         self.train_step = jax.jit(self._train_step, donate_argnums=0)
         self.eval_step = jax.jit(self._eval_step)
 

@@ -1,0 +1,97 @@
+"""Preflight: the full train step traced and compiled on shapes alone, before any data moves.
+
+`jax.eval_shape` runs the step's Python (preprocess, model, loss, gradient,
+optimizer update) on `ShapeDtypeStruct`s, so every contract fires and no FLOP is
+spent. Then the step is lowered and compiled for the configured batch, still
+without allocating an input, and XLA's memory analysis is held against what the
+device has (host RAM on CPU).
+"""
+
+import os
+
+import jax
+import numpy as np
+
+from typedpipe.contracts import ConfigError, ContractError, Diagnostic, ImageSpec
+from typedpipe.pipeline.config import Config
+from typedpipe.pipeline.train import Trainer
+
+# Leave this share of device memory to the runtime, the input pipeline and fragmentation.
+_HEADROOM = 0.9
+
+
+def check_step(config: Config, spec: ImageSpec, labels: np.ndarray, label_format: str,
+               devices: int = 1) -> list[Diagnostic]:
+    """Trace the train step on abstract values, then check its compiled memory."""
+    key = jax.random.key(0)
+
+    def batch(size: int) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+        return (jax.ShapeDtypeStruct((size, *spec.shape), _device_dtype(spec.dtype)),
+                jax.ShapeDtypeStruct((size, *labels.shape[1:]), _device_dtype(labels.dtype)))
+
+    per_device = max(config.train.batch_size // devices, 1)
+    try:
+        trainer = Trainer(config, label_format, steps_per_epoch=1, abstract=True)
+        jax.eval_shape(trainer.train_step, trainer.state, *batch(per_device), key)
+    except (ContractError, ConfigError) as err:
+        return list(err.diagnostics)
+    except Exception as err:  # reported with its code, never as a traceback
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return [Diagnostic(
+            "step.trace", f"the train step cannot be traced: {type(err).__name__}: "
+            f"{first_line}", stage="train step", expected="a step that traces",
+            got=type(err).__name__,
+            hint="run typedpipe summary to see the shapes; if the config is valid, this is a "
+                 "typedpipe bug: please report it with the config")]
+
+    def step_bytes(size: int) -> int | None:
+        compiled = trainer.train_step.lower(trainer.state, *batch(size), key).compile()
+        return _compiled_bytes(compiled)
+
+    need = step_bytes(per_device)
+    limit, where = device_memory()
+    if need is None or need <= limit * _HEADROOM:
+        return []
+    smaller = max(per_device // 8, 1)
+    need_smaller = step_bytes(smaller) if smaller < per_device else need
+    per_image = max((need - need_smaller) / max(per_device - smaller, 1), 1.0)
+    fits = int((limit * _HEADROOM - (need - per_image * per_device)) // per_image) * devices
+    if fits >= 1:
+        fits = 2 ** int(np.log2(fits)) if fits >= 8 else fits
+        hint = f"batch_size = {fits} under [train] (the largest power of two that fits)"
+    else:
+        hint = ("even one image does not fit: lower [model] input, use a smaller model, or "
+                'precision = "bfloat16" under [train]')
+    return [Diagnostic(
+        "memory.exceeds", f"the compiled train step needs {_gib(need)} per device for batch "
+        f"{config.train.batch_size}; {where} is {_gib(limit)}", stage="[train]",
+        expected=f"at most {_gib(limit * _HEADROOM)} ({_HEADROOM:.0%} of {where})",
+        got=f"{_gib(need)} for batch_size = {config.train.batch_size}", hint=hint)]
+
+
+def device_memory() -> tuple[int, str]:
+    """Bytes one device can hold, and what they are: accelerator memory, else host RAM."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
+
+
+def _compiled_bytes(compiled) -> int | None:
+    """Peak bytes of a compiled program: its buffers in and out (donated ones once) and scratch."""
+    stats = compiled.memory_analysis()
+    if stats is None:  # a backend without memory analysis
+        return None
+    return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+            - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+            + stats.generated_code_size_in_bytes)
+
+
+def _device_dtype(dtype) -> np.dtype:
+    """The dtype an array of `dtype` has once on the device (float64 is float32 without x64)."""
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.2f} GiB"
