@@ -1,5 +1,8 @@
 import numpy as np
+import pytest
+from PIL import Image
 
+from typedpipe.contracts import ContractError
 from typedpipe.pipeline import sources
 from typedpipe.pipeline.config import parse_config
 
@@ -37,3 +40,82 @@ def test_onehot_labels_when_configured():
     data = sources.load(parse_config('[data]\nlabels = "onehot"\n'))
     assert data.labels.shape == (1797, 10)
     np.testing.assert_array_equal(data.class_ids, sources.load(parse_config("")).labels)
+
+
+def _config(text: str):
+    return parse_config(text)
+
+
+def test_npz_channels_first_is_transposed_when_declared(tmp_path):
+    rng = np.random.default_rng(0)
+    nhwc = rng.integers(0, 256, (12, 6, 5, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=nhwc.transpose(0, 3, 1, 2), labels=np.arange(12) % 2)
+    data = sources.load(_config(f'[data]\nsource = "npz"\npath = "{tmp_path / "d.npz"}"\n'
+                                'layout = "nchw"\n'))
+    np.testing.assert_array_equal(data.images, nhwc)
+    assert data.spec.describe() == "uint8 b 6 5 3 in [0, 255]"
+    assert data.label_spec == sources.LabelSpec("int", 2)
+
+
+def test_npz_grayscale_without_a_channel_axis_gets_one(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 8, 8), np.float32), labels=np.arange(4))
+    data = sources.load(_config(f'[data]\nsource = "npz"\npath = "{tmp_path / "d.npz"}"\n'))
+    assert data.images.shape == (4, 8, 8, 1)
+
+
+def _folder(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for name in ("dog", "cat", "bird"):  # labels follow the sorted folder names
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            array = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+            Image.fromarray(array).save(tmp_path / name / f"{i}.png")
+            pixels[f"{name}/{i}"] = array
+    return pixels
+
+
+def test_imagefolder_decodes_every_file_with_its_folder_label(tmp_path):
+    pixels = _folder(tmp_path)
+    data = sources.load(_config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n'))
+    assert data.class_names == ("bird", "cat", "dog")
+    assert data.images.shape == (9, 10, 12, 3) and data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(data.images[3], pixels["cat/0"])
+    np.testing.assert_array_equal(data.images[8], pixels["dog/2"])
+
+
+def test_imagefolder_decode_settings_convert_mode_and_size(tmp_path):
+    pixels = _folder(tmp_path)
+    config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\nmode = "gray"\n'
+                     'size = [5, 6]\nlabels = "onehot"\n')
+    survey = sources.survey(config)
+    assert survey.diagnostics == ()
+    assert (survey.spec.height, survey.spec.width, survey.spec.channels) == (5, 6, 1)
+    data = sources.load(config, survey)
+    assert data.images.shape == (9, 5, 6, 1)
+    gray = Image.fromarray(pixels["bird/0"]).convert("L").resize((6, 5), Image.BILINEAR)
+    np.testing.assert_array_equal(data.images[0, ..., 0], np.asarray(gray))
+    assert data.labels.shape == (9, 3) and data.labels.dtype == np.float32
+
+
+def test_imagefolder_load_refuses_a_folder_the_survey_faulted(tmp_path):
+    _folder(tmp_path)
+    (tmp_path / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n')
+    with pytest.raises(ContractError) as caught:
+        sources.load(config)
+    assert caught.value.diagnostic.code == "data.corrupt"
+    assert caught.value.diagnostic.items[0].startswith("cat/broken.png: ")
+
+
+def test_synthetic_matches_the_model_contract_without_generating_to_check():
+    config = _config('[data]\nsource = "synthetic"\nnum_samples = 40\n'
+                     '[model]\ninput = [6, 7, 2]\ninput_range = [-1.0, 1.0]\nnum_classes = 4\n')
+    survey = sources.survey(config)
+    assert survey.dataset is None  # the survey knows the spec from the config alone
+    data = sources.load(config, survey)
+    assert data.images.shape == (40, 6, 7, 2) and data.images.dtype == np.float32
+    assert data.images.min() >= -1.0 and data.images.max() <= 1.0
+    np.testing.assert_array_equal(data.labels, survey.labels)
+    assert np.bincount(data.labels).tolist() == [10, 10, 10, 10]
