@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import contract_overhead
+from benchmarks import contract_overhead, folder_check
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -24,6 +24,7 @@ def main() -> int:
         "jax": jax.__version__,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "contract_overhead": contract_overhead.run(),
+        "folder_check": folder_check.run(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{re.sub(r'[^A-Za-z0-9.]+', '-', kind).strip('-').lower()}.json"

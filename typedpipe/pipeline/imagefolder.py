@@ -27,8 +27,16 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 #: Files decoded by the survey to check their data and measure the value range.
 SAMPLE_SIZE = 256
 
-# Decode threads: Pillow releases the GIL while it decompresses.
-_THREADS = min(32, 4 * (os.cpu_count() or 1))
+# Files go to Grain's reader threads in chunks: per-element overhead (~0.1 ms)
+# would otherwise cost more than reading a small PNG.
+_CHUNK = 64
+
+# Pillow releases the GIL while it decompresses, so threads pay off for large
+# images; for small ones the Python around each decode dominates and threads
+# only contend for the GIL. Measured on 2 cores: 10,000 32x32 PNGs decode in
+# 0.44 s on one thread, 0.86 s on two; 200 500x375 JPEGs in 0.45 s on one, 0.25 s on two.
+_PARALLEL_DECODE_PIXELS = 128 * 128
+_THREADS = min(8, os.cpu_count() or 1)
 
 _DECODE_MODES = {"rgb": "RGB", "gray": "L"}
 
@@ -93,11 +101,16 @@ def decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
-def _threaded(items: list, fn) -> list:
-    """`fn` over `items` in order, on Grain's reader threads with prefetch."""
-    dataset = grain.MapDataset.source(items).map(fn)
-    options = grain.ReadOptions(num_threads=_THREADS, prefetch_buffer_size=4 * _THREADS)
-    return list(dataset.to_iter_dataset(options))
+def _threaded(items: list, fn, threads: int = _THREADS) -> list:
+    """`fn` over `items` in order, in chunks on Grain's reader threads, with prefetch."""
+    chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    dataset = grain.MapDataset.source(chunks).map(lambda chunk: [fn(item) for item in chunk])
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+    return [result for chunk in dataset.to_iter_dataset(options) for result in chunk]
+
+
+def _decode_threads(spec: ImageSpec) -> int:
+    return _THREADS if spec.height * spec.width >= _PARALLEL_DECODE_PIXELS else 1
 
 
 def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -182,7 +195,8 @@ def load_folder(config: Config, found: Survey) -> Dataset:
     """Decode every surveyed file on Grain threads into one `(n, h, w, c)` array."""
     spec = found.spec
     images = np.empty((len(found.files), *spec.shape), spec.dtype)
-    decoded = _threaded(list(found.files), functools.partial(_try_decode, config=config))
+    decoded = _threaded(list(found.files), functools.partial(_try_decode, config=config),
+                        _decode_threads(spec))
     failed = []
     for index, (path, pixels) in enumerate(zip(found.files, decoded, strict=True)):
         if isinstance(pixels, str) or pixels.shape != images.shape[1:]:
