@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from typedpipe.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, default_config_path, main
@@ -91,3 +92,84 @@ def test_bad_flag_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--epochs", "zero"])
     assert info.value.code == EXIT_USAGE
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One short digits run shared by the eval and predict tests."""
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--out", str(out), "--epochs", "2"]) == EXIT_OK
+    return out
+
+
+def test_the_run_folder_holds_the_exported_model_with_its_contract(trained_run):
+    contract = json.loads((trained_run / "model" / "contract.json").read_text())
+    assert contract["input"] == {"height": 8, "width": 8, "channels": 1, "dtype": "uint8",
+                                 "value_range": [0.0, 255.0], "layout": "nhwc"}
+    assert contract["class_names"] == [str(i) for i in range(10)]
+    assert (trained_run / "model" / "weights").is_dir()
+
+
+def test_eval_reproduces_the_test_accuracy_of_training(trained_run, capsys):
+    code, result = run_json(capsys, "eval", str(trained_run))
+    assert code == EXIT_OK
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert result["split"] == "test" and result["images"] == 360
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    assert result["loss"] == pytest.approx(metrics["test_loss"], rel=1e-4)
+
+
+def test_predict_decodes_files_to_the_models_contract(trained_run, tmp_path, capsys):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from typedpipe.pipeline.export import ExportedModel
+
+    digit = np.round(load_digits().images[5] * 255 / 16).astype(np.uint8)
+    Image.fromarray(digit).save(tmp_path / "gray8.png")
+    # The same digit stored as RGB: decoded to gray (R = G = B, so exactly), as trained.
+    Image.fromarray(digit).convert("RGB").save(tmp_path / "rgb8.png")
+    # A larger image is resized at decode to the model's 8x8.
+    Image.fromarray(digit).resize((32, 32)).save(tmp_path / "big.png")
+    code, result = run_json(capsys, "predict", str(trained_run), str(tmp_path / "gray8.png"),
+                            str(tmp_path / "rgb8.png"), str(tmp_path / "big.png"))
+    assert code == EXIT_OK
+    gray, rgb, big = result["predictions"]
+    expected = ExportedModel(trained_run / "model").predict(digit[None, ..., None])[0]
+    assert gray["class"] == str(expected.argmax())
+    assert gray["probability"] == pytest.approx(float(expected.max()), rel=1e-5)
+    assert gray["top"][0]["class"] == gray["class"] and len(gray["top"]) == 3
+    assert rgb == {**gray, "image": str(tmp_path / "rgb8.png")}
+    assert big["class"] in [str(i) for i in range(10)]
+
+
+def test_predict_reports_a_broken_image_and_a_missing_one(trained_run, tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    code, result = run_json(capsys, "predict", str(trained_run), str(tmp_path / "broken.png"))
+    assert code == EXIT_INVALID
+    assert result["diagnostics"][0]["code"] == "data.corrupt"
+    assert main(["predict", str(trained_run), str(tmp_path / "nope.png")]) == EXIT_USAGE
+    assert main(["eval", str(tmp_path)]) == EXIT_USAGE
+    assert "has no exported model" in capsys.readouterr().err
+
+
+def test_the_exported_model_refuses_images_off_its_contract(trained_run):
+    from typedpipe import ContractError
+    from typedpipe.pipeline.export import ExportedModel
+
+    model = ExportedModel(trained_run / "model")
+    with pytest.raises(ContractError) as caught:
+        model.predict(np.zeros((2, 8, 8, 3), np.uint8))
+    assert caught.value.diagnostic.code == "shape.channels"
+    with pytest.raises(ContractError) as caught:
+        model.predict(np.zeros((2, 8, 8, 1), np.float32))
+    assert caught.value.diagnostic.code == "dtype.input"
+    assert caught.value.diagnostic.expected == "uint8 b 8 8 1 in [0, 255]"
+
+
+def test_bench_times_the_step_of_a_config(capsys):
+    code, result = run_json(capsys, "bench", "--steps", "3")
+    assert code == EXIT_OK
+    assert result["model"] == "small_cnn" and result["batch_size"] == 64
+    assert result["step_ms"] > 0 and result["images_per_second"] > 0
+    assert result["step_memory_bytes"] > 64 * 8 * 8  # at least the uint8 batch

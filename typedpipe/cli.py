@@ -1,4 +1,4 @@
-"""The `typedpipe` command: check, summary, train, bench, doctor.
+"""The `typedpipe` command: check, summary, train, eval, predict, bench, doctor.
 
 Exit codes: 0 ok; 1 the pipeline or data is invalid (diagnostics printed);
 2 usage error (no such file, bad flag); 3 training stopped by the numeric guard.
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -21,7 +22,8 @@ from typedpipe.contracts import ConfigError, ContractError, Diagnostic, Training
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NUMERIC = 0, 1, 2, 3
 
-stderr = Console(stderr=True)
+# soft_wrap: a message keeps its lines whole, so logs and tests can grep it.
+stderr = Console(stderr=True, soft_wrap=True)
 
 # Offending files or indices listed in the table; --json carries up to MAX_ITEMS.
 _ITEMS_SHOWN = 5
@@ -177,6 +179,79 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+def _bundle(run_dir: str):
+    from typedpipe.pipeline.export import ExportedModel
+
+    bundle = Path(run_dir) / "model"
+    if not (bundle / "contract.json").is_file():
+        raise UsageError(f"{run_dir} has no exported model ({bundle}/contract.json): pass a "
+                         "run folder written by typedpipe train")
+    return ExportedModel(bundle)
+
+
+def cmd_eval(args) -> int:
+    from typedpipe.pipeline import sources
+
+    model = _bundle(args.run_dir)
+    config = model.config
+    dataset = sources.load(config)
+    _, _, test = sources.split_indices(dataset.class_ids, config.data.val_fraction,
+                                       config.data.test_fraction, config.seed)
+    split = "test"
+    if not len(test):  # test_fraction = 0: evaluate on everything, and say so
+        test, split = np.arange(len(dataset)), "all"
+    result = model.evaluate(dataset.images[test], dataset.class_ids[test])
+    if args.json:
+        _print_json(args, {"ok": True, "split": split, **result})
+    else:
+        Console().print(f"{escape(args.run_dir)}: {split} accuracy {result['accuracy']:.4f}, "
+                        f"loss {result['loss']:.4f} on {result['images']} images")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    model = _bundle(args.run_dir)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"no such image file: {', '.join(missing)}")
+    probabilities = model.predict(model.read_images(args.images))
+    results = []
+    for path, row in zip(args.images, probabilities, strict=True):
+        top = np.argsort(row)[::-1][:3]
+        results.append({"image": path, "class": model.class_names[top[0]],
+                        "probability": float(row[top[0]]),
+                        "top": [{"class": model.class_names[i], "probability": float(row[i])}
+                                for i in top]})
+    if args.json:
+        _print_json(args, {"ok": True, "predictions": results})
+        return EXIT_OK
+    table = Table(title=f"predictions of {escape(args.run_dir)}")
+    for column in ("image", "class", "probability", "runners-up"):
+        table.add_column(column)
+    for r in results:
+        others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
+        table.add_row(escape(r["image"]), escape(r["class"]), f"{r['probability']:.3f}",
+                      escape(others))
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from typedpipe.pipeline.bench import bench_step
+
+    result = bench_step(_load(args.config), steps=args.steps, devices=args.devices or 1)
+    if args.json:
+        _print_json(args, {"ok": True, **result})
+        return EXIT_OK
+    table = Table(title=f"train step: {result['model']} on {result['device_kind']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, escape(str(value)))
+    Console().print(table)
+    return EXIT_OK
+
+
 def cmd_doctor(args) -> int:
     import jax
 
@@ -220,6 +295,19 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=_positive_int)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--devices", type=_positive_int, help="data-parallel device count")
+    for name, handler, help_text in (
+            ("eval", cmd_eval, "accuracy of a run's exported model on its test split"),
+            ("predict", cmd_predict, "classify image files with a run's exported model")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("run_dir", help="a run folder written by typedpipe train")
+        sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        sub.set_defaults(handler=handler)
+        if name == "predict":
+            sub.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    bench = command("bench", cmd_bench, "compile time, speed and memory of the train step",
+                    config_optional=True)
+    bench.add_argument("--steps", type=_positive_int, default=50)
+    bench.add_argument("--devices", type=_positive_int, help="data-parallel device count")
     doctor = commands.add_parser("doctor", help="what JAX sees on this machine")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(handler=cmd_doctor)

@@ -46,7 +46,7 @@ def check_step(config: Config, spec: ImageSpec, labels: np.ndarray, label_format
 
     def step_bytes(size: int) -> int | None:
         compiled = trainer.train_step.lower(trainer.state, *batch(size), key).compile()
-        return _compiled_bytes(compiled)
+        return compiled_bytes(compiled)
 
     need = step_bytes(per_device)
     limit, where = device_memory()
@@ -78,7 +78,7 @@ def device_memory() -> tuple[int, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
 
 
-def _compiled_bytes(compiled) -> int | None:
+def compiled_bytes(compiled) -> int | None:
     """Peak bytes of a compiled program: its buffers in and out (donated ones once) and scratch."""
     stats = compiled.memory_analysis()
     if stats is None:  # a backend without memory analysis

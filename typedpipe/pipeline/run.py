@@ -1,7 +1,7 @@
 """A training run end to end: check, load, train, evaluate, and the run folder.
 
 Run folder (`runs/<name>` by default): config.toml (resolved), metrics.json,
-history.jsonl, checkpoints/ (Orbax), report.png.
+history.jsonl, checkpoints/ (Orbax), model/ (the exported bundle), report.png.
 """
 
 import dataclasses
@@ -19,6 +19,7 @@ from typedpipe.pipeline import sources
 from typedpipe.pipeline.check import check_pipeline, errors
 from typedpipe.pipeline.checkpoint import Checkpoints
 from typedpipe.pipeline.config import Config
+from typedpipe.pipeline.export import export_model
 from typedpipe.pipeline.report import write_report
 from typedpipe.pipeline.sharding import Placement
 from typedpipe.pipeline.train import EpochStats, Trainer, fit
@@ -106,6 +107,8 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
         "device_kind": jax.devices()[0].device_kind,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    export_model(out / "model", config, trainer.state.params, trainer.state.rest, dataset.spec,
+                 dataset.class_names)
     write_report(out / "report.png", history, parts.test.class_ids,
                  np.asarray(test["predictions"]), dataset.class_names,
                  f"{config.name}: {config.model.name} on {config.data.source}")
