@@ -84,7 +84,10 @@ def _print_json(args, result: dict) -> None:
 def cmd_check(args) -> int:
     from typedpipe.pipeline.check import check_pipeline, errors
 
-    diagnostics = check_pipeline(_load(args.config))
+    config = _load(args.config)
+    with stderr.status("checking the pipeline and its data", spinner="dots") \
+            if not args.json else contextlib.nullcontext():
+        diagnostics = check_pipeline(config)
     ok = not errors(diagnostics)
     if args.json:
         _print_json(args, {"ok": ok, "diagnostics": [d.to_json() for d in diagnostics]})
@@ -147,14 +150,16 @@ def cmd_train(args) -> int:
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                         TimeRemainingColumn(), console=stderr, disable=args.json)
-    task = None
+    task = progress.add_task(f"train {config.name}", total=None, status="")
+
+    def on_phase(what: str) -> None:
+        progress.update(task, status=what)
 
     def on_start(epochs: int, steps_per_epoch: int) -> None:
-        nonlocal task
         total = epochs * steps_per_epoch
         if args.max_steps:
             total = min(total, args.max_steps)
-        task = progress.add_task(f"train {config.name}", total=total, status="compiling")
+        progress.update(task, total=total, status="compiling the step")
 
     def on_step(step: int, loss: float) -> None:
         progress.update(task, completed=step, status=f"loss {loss:.4f}")
@@ -169,7 +174,8 @@ def cmd_train(args) -> int:
     with progress:
         metrics = train_run(config, out, epochs=args.epochs, max_steps=args.max_steps,
                             resume=args.resume, devices=args.devices,
-                            callbacks=Callbacks(on_start, on_step, on_epoch))
+                            callbacks=Callbacks(on_phase=on_phase, on_start=on_start,
+                                                  on_step=on_step, on_epoch=on_epoch))
     if args.json:
         _print_json(args, {"ok": True, "out": str(out), "metrics": metrics})
     else:

@@ -29,6 +29,7 @@ from typedpipe.pipeline.train import EpochStats, Trainer, fit
 class Callbacks:
     """Progress hooks; the CLI draws its progress bar through these."""
 
+    on_phase: Callable[[str], None] = lambda what: None  # "checking", "loading data", ...
     on_start: Callable[[int, int], None] = lambda epochs, steps_per_epoch: None
     on_step: Callable[[int, float], None] = lambda step, loss: None
     on_epoch: Callable[[EpochStats], None] = lambda stats: None
@@ -51,10 +52,12 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
         config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                        epochs=epochs))
     placement = Placement(devices=devices if devices is not None else 1)
+    callbacks.on_phase("checking the pipeline and its data")
     survey = sources.survey(config)
     found = errors(check_pipeline(config, survey, devices=placement.num_devices))
     if found:
         raise ContractError(found)
+    callbacks.on_phase("loading the data")
     dataset = sources.load(config, survey)
     parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction,
                           config.seed)
