@@ -23,8 +23,10 @@ WORKLOADS = {
 
 
 def _trainer(name, shape, batch):
-    config = parse_config(f'[model]\nname = "{name}"\ninput = {list(shape)}\n'
-                          f"num_classes = 10\n[train]\nbatch_size = {batch}\n")
+    config = parse_config(
+        f'[model]\nname = "{name}"\ninput = {list(shape)}\n'
+        f"num_classes = 10\n[train]\nbatch_size = {batch}\n"
+    )
     return Trainer(config, "int", steps_per_epoch=100)
 
 
@@ -66,14 +68,19 @@ def run(steps: int = 30, rounds: int = 3) -> list[dict]:
                 per_step["unchecked"].append(_step_seconds(plain, images, labels, key, steps))
         checked_ms = 1e3 * min(per_step["checked"])
         plain_ms = 1e3 * min(per_step["unchecked"])
-        results.append(dataclasses.asdict(Result(
-            workload=label, checked_step_ms=round(checked_ms, 3),
-            unchecked_step_ms=round(plain_ms, 3),
-            step_ratio=round(checked_ms / plain_ms, 3),
-            checked_trace_compile_s=round(checked_compile, 3),
-            unchecked_trace_compile_s=round(plain_compile, 3),
-            images_per_second_checked=round(batch / (checked_ms / 1e3), 1),
-        )))
+        results.append(
+            dataclasses.asdict(
+                Result(
+                    workload=label,
+                    checked_step_ms=round(checked_ms, 3),
+                    unchecked_step_ms=round(plain_ms, 3),
+                    step_ratio=round(checked_ms / plain_ms, 3),
+                    checked_trace_compile_s=round(checked_compile, 3),
+                    unchecked_trace_compile_s=round(plain_compile, 3),
+                    images_per_second_checked=round(batch / (checked_ms / 1e3), 1),
+                )
+            )
+        )
     return results
 
 

@@ -39,8 +39,10 @@ def run(count: int = 10_000) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _write_folder(root, count)
-        config = parse_config(f'[data]\nsource = "imagefolder"\npath = "{root}"\n'
-                              '[[preprocess]]\nop = "to_float"\n[model]\ninput = [32, 32, 3]\n')
+        config = parse_config(
+            f'[data]\nsource = "imagefolder"\npath = "{root}"\n'
+            '[[preprocess]]\nop = "to_float"\n[model]\ninput = [32, 32, 3]\n'
+        )
         survey, survey_seconds = _timed(lambda: sources.survey(config))
         diagnostics, check_seconds = _timed(lambda: check_pipeline(config))
         dataset, load_seconds = _timed(lambda: sources.load(config, survey))

@@ -31,23 +31,30 @@ def check(capsys, tmp_path: Path, config: dict | str) -> tuple[int, dict]:
 
 # --- data builders ---------------------------------------------------------------------------
 
+
 def digits() -> dict:
-    return {"data": {"source": "digits"}, "preprocess": [{"op": "to_float"}],
-            "model": {"name": "small_cnn", "input": [8, 8, 1], "num_classes": 10},
-            "train": {"batch_size": 32}}
+    return {
+        "data": {"source": "digits"},
+        "preprocess": [{"op": "to_float"}],
+        "model": {"name": "small_cnn", "input": [8, 8, 1], "num_classes": 10},
+        "train": {"batch_size": 32},
+    }
 
 
-def npz(tmp: Path, images: np.ndarray | None = None, stored_labels: np.ndarray | None = None,
-        **data) -> dict:
+def npz(
+    tmp: Path, images: np.ndarray | None = None, stored_labels: np.ndarray | None = None, **data
+) -> dict:
     rng = np.random.default_rng(0)
     if images is None:
         images = rng.uniform(size=(60, SIZE, SIZE, 3)).astype(np.float32)
     if stored_labels is None:
         stored_labels = np.arange(60) % 3
     np.savez(tmp / "data.npz", images=images, labels=stored_labels)
-    return {"data": {"source": "npz", "path": str(tmp / "data.npz"), **data},
-            "model": {"name": "small_cnn", "input": [SIZE, SIZE, 3], "num_classes": 3},
-            "train": {"batch_size": 8}}
+    return {
+        "data": {"source": "npz", "path": str(tmp / "data.npz"), **data},
+        "model": {"name": "small_cnn", "input": [SIZE, SIZE, 3], "num_classes": 3},
+        "train": {"batch_size": 8},
+    }
 
 
 def png(path: Path, size=(SIZE, SIZE), mode="RGB", seed=0) -> None:
@@ -59,13 +66,18 @@ def png(path: Path, size=(SIZE, SIZE), mode="RGB", seed=0) -> None:
 
 def pixel_bomb(path: Path, width=100_000, height=100_000) -> None:
     """A tiny, valid PNG whose header declares 10^10 pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data)
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def folder(tmp: Path, per_class=(10, 10, 10), num_classes=3, **data) -> dict:
@@ -74,10 +86,12 @@ def folder(tmp: Path, per_class=(10, 10, 10), num_classes=3, **data) -> dict:
         (root / f"class{label}").mkdir(parents=True, exist_ok=True)
         for i in range(count):
             png(root / f"class{label}" / f"{i}.png", seed=label * 100 + i)
-    return {"data": {"source": "imagefolder", "path": str(root), **data},
-            "preprocess": [{"op": "to_float"}],
-            "model": {"name": "small_cnn", "input": [SIZE, SIZE, 3], "num_classes": num_classes},
-            "train": {"batch_size": 8}}
+    return {
+        "data": {"source": "imagefolder", "path": str(root), **data},
+        "preprocess": [{"op": "to_float"}],
+        "model": {"name": "small_cnn", "input": [SIZE, SIZE, 3], "num_classes": num_classes},
+        "train": {"batch_size": 8},
+    }
 
 
 def with_(config: dict, table: str, **values) -> dict:
@@ -86,6 +100,7 @@ def with_(config: dict, table: str, **values) -> dict:
 
 
 # --- one case per code: (broken, tmp) -> config ----------------------------------------------
+
 
 def config_syntax(broken, tmp):
     return '[data\nsource = "digits"\n' if broken else digits()
@@ -171,10 +186,19 @@ def labels_count(broken, tmp):
 
 
 def model_shape(broken, tmp):
-    conv = {"type": "conv", "features": 8, "kernel": 3, "stride": 3 if broken else 1,
-            "padding": "valid"}
-    return with_(digits(), "model", name="sequential", layers=[
-        conv, conv, {"type": "flatten"}, {"type": "dense", "features": 10}])
+    conv = {
+        "type": "conv",
+        "features": 8,
+        "kernel": 3,
+        "stride": 3 if broken else 1,
+        "padding": "valid",
+    }
+    return with_(
+        digits(),
+        "model",
+        name="sequential",
+        layers=[conv, conv, {"type": "flatten"}, {"type": "dense", "features": 10}],
+    )
 
 
 def data_empty(broken, tmp):
@@ -219,9 +243,11 @@ def data_too_few(broken, tmp):
 
 
 def memory_exceeds(broken, tmp, batch_size=65536):
-    return {"data": {"source": "synthetic", "num_samples": 200_000},
-            "model": {"name": "small_cnn", "input": [512, 512, 3], "num_classes": 10},
-            "train": {"batch_size": batch_size}}
+    return {
+        "data": {"source": "synthetic", "num_samples": 200_000},
+        "model": {"name": "small_cnn", "input": [512, 512, 3], "num_classes": 10},
+        "train": {"batch_size": batch_size},
+    }
 
 
 CASES: dict[str, tuple[Callable, str]] = {
@@ -277,7 +303,9 @@ def test_the_items_name_the_offending_files_and_indices(tmp_path, capsys):
     _, result = check(capsys, tmp_path, data_corrupt(True, tmp_path))
     (corrupt,) = result["diagnostics"]
     assert sorted(item.split(":")[0] for item in corrupt["items"]) == [
-        "class0/not-an-image.png", "class0/truncated.png"]
+        "class0/not-an-image.png",
+        "class0/truncated.png",
+    ]
     _, result = check(capsys, tmp_path, value_nonfinite(True, tmp_path))
     assert result["diagnostics"][0]["items"] == ["#7", "#31"]
     _, result = check(capsys, tmp_path, data_mode_mixed(True, tmp_path))
@@ -304,7 +332,11 @@ def test_every_fault_is_reported_in_one_run(tmp_path, capsys):
     pixel_bomb(root / "class2" / "bomb.png")
     _, result = check(capsys, tmp_path, config)
     assert sorted(d["code"] for d in result["diagnostics"]) == [
-        "data.corrupt", "data.mode_mixed", "data.too_large", "labels.count"]
+        "data.corrupt",
+        "data.mode_mixed",
+        "data.too_large",
+        "labels.count",
+    ]
 
 
 def test_a_step_that_fails_to_trace_is_a_diagnostic_not_a_traceback(tmp_path, capsys):
@@ -338,14 +370,24 @@ def test_a_step_that_fails_to_trace_is_a_diagnostic_not_a_traceback(tmp_path, ca
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size, p.read_bytes())
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("garbage", [
-    b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0" + b"\0" * 40, b"GIF89a", b"BM" + b"\xff" * 30,
-    bytes(range(256)) * 4,
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff\xe0" + b"\0" * 40,
+        b"GIF89a",
+        b"BM" + b"\xff" * 30,
+        bytes(range(256)) * 4,
+    ],
+)
 def test_garbage_files_never_crash_check_nor_change_the_folder(garbage, tmp_path, capsys):
     config = folder(tmp_path)
     root = Path(config["data"]["path"])
@@ -362,17 +404,25 @@ def test_garbage_files_never_crash_check_nor_change_the_folder(garbage, tmp_path
     assert _snapshot(root) == before
 
 
-@pytest.mark.parametrize("images, stored_labels", [
-    (np.array(["a", "b"]), np.array([0, 1])),
-    (np.zeros((0, 8, 8, 1), np.uint8), np.zeros(0, np.int32)),
-    (np.zeros((4, 8), np.float32), np.zeros(4, np.int32)),
-    (np.zeros((4, 8, 8, 1), np.uint8), np.zeros((4, 2, 2), np.int32)),
-    (np.zeros((4, 8, 8, 1), np.uint8), np.array([0.5, 1.0, 0.0, 1.0])),
-])
+@pytest.mark.parametrize(
+    "images, stored_labels",
+    [
+        (np.array(["a", "b"]), np.array([0, 1])),
+        (np.zeros((0, 8, 8, 1), np.uint8), np.zeros(0, np.int32)),
+        (np.zeros((4, 8), np.float32), np.zeros(4, np.int32)),
+        (np.zeros((4, 8, 8, 1), np.uint8), np.zeros((4, 2, 2), np.int32)),
+        (np.zeros((4, 8, 8, 1), np.uint8), np.array([0.5, 1.0, 0.0, 1.0])),
+    ],
+)
 def test_malformed_arrays_never_crash_check(images, stored_labels, tmp_path, capsys):
     np.savez(tmp_path / "data.npz", images=images, labels=stored_labels)
-    exit_code, result = check(capsys, tmp_path, {
-        "data": {"source": "npz", "path": str(tmp_path / "data.npz")},
-        "model": {"input": [8, 8, 1], "num_classes": 2}})
+    exit_code, result = check(
+        capsys,
+        tmp_path,
+        {
+            "data": {"source": "npz", "path": str(tmp_path / "data.npz")},
+            "model": {"input": [8, 8, 1], "num_classes": 2},
+        },
+    )
     assert exit_code == EXIT_INVALID
     assert result["diagnostics"] and all(d["hint"] for d in result["diagnostics"])

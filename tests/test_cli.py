@@ -40,21 +40,33 @@ def test_train_refuses_a_model_of_the_wrong_size_and_writes_nothing(tmp_path, ca
 
 def test_check_reports_every_fault_at_once(tmp_path, capsys):
     config = write_config(tmp_path, "input = [8, 8, 1]", "input = [16, 16, 3]\n")
-    config.write_text(config.read_text().replace('[[preprocess]]\nop = "to_float"\n'
-                                                 "scale = 0.00392156862745098  # 1/255: uint8 "
-                                                 "pixels onto [0, 1]\n", ""))
+    config.write_text(
+        config.read_text().replace(
+            '[[preprocess]]\nop = "to_float"\n'
+            "scale = 0.00392156862745098  # 1/255: uint8 "
+            "pixels onto [0, 1]\n",
+            "",
+        )
+    )
     code, result = run_json(capsys, "check", str(config))
     assert code == EXIT_INVALID
     assert sorted(d["code"] for d in result["diagnostics"]) == [
-        "dtype.input", "shape.channels", "shape.spatial"]
+        "dtype.input",
+        "shape.channels",
+        "shape.spatial",
+    ]
     assert all(d["hint"] for d in result["diagnostics"])
 
 
 def test_summary_names_the_layer_a_stride_collapses(tmp_path, capsys):
     conv = '{type = "conv", features = 8, kernel = 3, stride = 3, padding = "valid"}'
-    config = write_config(tmp_path, 'name = "small_cnn"', f'name = "sequential"\nlayers = '
-                          f'[{conv}, {conv}, {conv}, {{type = "flatten"}}, '
-                          '{type = "dense", features = 10}]')
+    config = write_config(
+        tmp_path,
+        'name = "small_cnn"',
+        f'name = "sequential"\nlayers = '
+        f'[{conv}, {conv}, {conv}, {{type = "flatten"}}, '
+        '{type = "dense", features = 10}]',
+    )
     code, result = run_json(capsys, "summary", str(config))
     assert code == EXIT_INVALID
     (diagnostic,) = result["diagnostics"]
@@ -104,8 +116,14 @@ def trained_run(tmp_path_factory):
 
 def test_the_run_folder_holds_the_exported_model_with_its_contract(trained_run):
     contract = json.loads((trained_run / "model" / "contract.json").read_text())
-    assert contract["input"] == {"height": 8, "width": 8, "channels": 1, "dtype": "uint8",
-                                 "value_range": [0.0, 255.0], "layout": "nhwc"}
+    assert contract["input"] == {
+        "height": 8,
+        "width": 8,
+        "channels": 1,
+        "dtype": "uint8",
+        "value_range": [0.0, 255.0],
+        "layout": "nhwc",
+    }
     assert contract["class_names"] == [str(i) for i in range(10)]
     assert (trained_run / "model" / "weights").is_dir()
 
@@ -131,8 +149,14 @@ def test_predict_decodes_files_to_the_models_contract(trained_run, tmp_path, cap
     Image.fromarray(digit).convert("RGB").save(tmp_path / "rgb8.png")
     # A larger image is resized at decode to the model's 8x8.
     Image.fromarray(digit).resize((32, 32)).save(tmp_path / "big.png")
-    code, result = run_json(capsys, "predict", str(trained_run), str(tmp_path / "gray8.png"),
-                            str(tmp_path / "rgb8.png"), str(tmp_path / "big.png"))
+    code, result = run_json(
+        capsys,
+        "predict",
+        str(trained_run),
+        str(tmp_path / "gray8.png"),
+        str(tmp_path / "rgb8.png"),
+        str(tmp_path / "big.png"),
+    )
     assert code == EXIT_OK
     gray, rgb, big = result["predictions"]
     expected = ExportedModel(trained_run / "model").predict(digit[None, ..., None])[0]

@@ -65,7 +65,8 @@ def test_all_faults_reported_at_once():
     with pytest.raises(ConfigError) as info:
         parse_config(text)
     assert sorted(codes(info.value)) == sorted(
-        ["config.unknown_key", "config.unknown_op", "config.value", "config.unknown_key"])
+        ["config.unknown_key", "config.unknown_op", "config.value", "config.unknown_key"]
+    )
     unknown_op = next(d for d in info.value.diagnostics if d.code == "config.unknown_op")
     assert "did you mean 'resize'?" in unknown_op.hint
     missing = next(d for d in info.value.diagnostics if d.code == "config.value")
@@ -79,12 +80,15 @@ def test_syntax_error_is_a_diagnostic():
     assert "broken.toml" in info.value.diagnostic.message
 
 
-@pytest.mark.parametrize("text, key", [
-    ("[train]\nbatch_size = 0\n", "batch_size"),
-    ("[data]\nval_fraction = 0.6\ntest_fraction = 0.5\n", "test_fraction"),
-    ("[model]\ninput_range = [1.0, 0.0]\n", "input_range"),
-    ('[data]\nsource = "npz"\n', "path"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[train]\nbatch_size = 0\n", "batch_size"),
+        ("[data]\nval_fraction = 0.6\ntest_fraction = 0.5\n", "test_fraction"),
+        ("[model]\ninput_range = [1.0, 0.0]\n", "input_range"),
+        ('[data]\nsource = "npz"\n', "path"),
+    ],
+)
 def test_out_of_range_values(text, key):
     with pytest.raises(ConfigError) as info:
         parse_config(text)

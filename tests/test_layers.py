@@ -11,8 +11,11 @@ RNGS = nnx.Rngs(0)
 
 # One working layer per type: constructor params, input shape (per image), output shape.
 CASES = {
-    "conv": ({"in_features": 3, "features": 8, "kernel": 3, "stride": 2, "padding": "valid"},
-             (9, 9, 3), (4, 4, 8)),
+    "conv": (
+        {"in_features": 3, "features": 8, "kernel": 3, "stride": 2, "padding": "valid"},
+        (9, 9, 3),
+        (4, 4, 8),
+    ),
     "maxpool": ({"window": 2}, (8, 8, 3), (4, 4, 3)),
     "avgpool": ({"window": 3, "stride": 1, "padding": "same"}, (8, 8, 3), (8, 8, 3)),
     "gap": ({}, (4, 4, 5), (5,)),
@@ -98,8 +101,12 @@ def test_stride_that_collapses_the_map_names_the_layer():
 
 
 def test_output_size_follows_padding_and_stride():
-    for padding, stride, expected in [("same", 1, 7), ("same", 2, 4), ("valid", 1, 5),
-                                      ("valid", 2, 3)]:
+    for padding, stride, expected in [
+        ("same", 1, 7),
+        ("same", 2, 4),
+        ("valid", 1, 5),
+        ("valid", 2, 3),
+    ]:
         conv = LAYERS["conv"](1, 2, kernel=3, stride=stride, padding=padding, rngs=RNGS)
         assert conv.output_shape((7, 7, 1))[0] == expected
         assert conv(jnp.ones((1, 7, 7, 1))).shape[1] == expected

@@ -11,10 +11,19 @@ from flax import nnx
 from typedpipe import MODELS, ConfigError, ContractError, build_model
 
 # Smallest input each architecture is meant for, and a sequential layer list.
-INPUTS = {"small_cnn": (8, 8, 1), "lenet": (32, 32, 1), "resnet20": (8, 8, 3),
-          "resnet18": (8, 8, 3), "sequential": (8, 8, 1)}
-LAYERS = ({"type": "conv", "features": 8, "activation": "relu"}, {"type": "maxpool"},
-          {"type": "flatten"}, {"type": "dense", "features": 3})
+INPUTS = {
+    "small_cnn": (8, 8, 1),
+    "lenet": (32, 32, 1),
+    "resnet20": (8, 8, 3),
+    "resnet18": (8, 8, 3),
+    "sequential": (8, 8, 1),
+}
+LAYERS = (
+    {"type": "conv", "features": 8, "activation": "relu"},
+    {"type": "maxpool"},
+    {"type": "flatten"},
+    {"type": "dense", "features": 3},
+)
 
 
 def make(name, num_classes=3, seed=0):
@@ -42,8 +51,9 @@ def test_stable_in_bfloat16(name):
     model = make(name)
     model.eval()
     graph, state = nnx.split(model)
-    state = jax.tree.map(lambda x: x.astype(jnp.bfloat16)
-                         if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+    state = jax.tree.map(
+        lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, state
+    )
     x = jax.random.uniform(jax.random.key(0), (4, *INPUTS[name]), jnp.bfloat16)
     out = nnx.merge(graph, state)(x)
     assert out.dtype == jnp.bfloat16
@@ -83,10 +93,12 @@ def test_learns_a_tiny_problem_without_recompiling(name):
 
 def test_wrong_input_is_reported_at_the_model_boundary():
     model = build_model("small_cnn", (64, 64, 3), 10, rngs=nnx.Rngs(0))
-    cases = [((2, 32, 32, 3), jnp.float32, "shape.spatial", "float32 2 32 32 3"),
-             ((2, 64, 64, 1), jnp.float32, "shape.channels", "float32 2 64 64 1"),
-             ((2, 64, 64, 3), jnp.uint8, "dtype.input", "uint8 2 64 64 3"),
-             ((2, 3, 64, 64), jnp.float32, "shape.layout", "float32 2 3 64 64")]
+    cases = [
+        ((2, 32, 32, 3), jnp.float32, "shape.spatial", "float32 2 32 32 3"),
+        ((2, 64, 64, 1), jnp.float32, "shape.channels", "float32 2 64 64 1"),
+        ((2, 64, 64, 3), jnp.uint8, "dtype.input", "uint8 2 64 64 3"),
+        ((2, 3, 64, 64), jnp.float32, "shape.layout", "float32 2 3 64 64"),
+    ]
     for shape, dtype, code, got in cases:
         with pytest.raises(ContractError) as info:
             jax.jit(lambda x: model(x)).trace(jax.ShapeDtypeStruct(shape, dtype))
@@ -117,8 +129,7 @@ def test_unknown_model_lists_the_registry():
 
 
 def test_abstract_build_allocates_nothing():
-    model = nnx.eval_shape(lambda: build_model("resnet18", (224, 224, 3), 1000,
-                                               rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build_model("resnet18", (224, 224, 3), 1000, rngs=nnx.Rngs(0)))
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves)
     assert 11_000_000 < sum(leaf.size for leaf in leaves) < 12_000_000

@@ -50,8 +50,9 @@ def test_npz_channels_first_is_transposed_when_declared(tmp_path):
     rng = np.random.default_rng(0)
     nhwc = rng.integers(0, 256, (12, 6, 5, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", images=nhwc.transpose(0, 3, 1, 2), labels=np.arange(12) % 2)
-    data = sources.load(_config(f'[data]\nsource = "npz"\npath = "{tmp_path / "d.npz"}"\n'
-                                'layout = "nchw"\n'))
+    data = sources.load(
+        _config(f'[data]\nsource = "npz"\npath = "{tmp_path / "d.npz"}"\nlayout = "nchw"\n')
+    )
     np.testing.assert_array_equal(data.images, nhwc)
     assert data.spec.describe() == "uint8 b 6 5 3 in [0, 255]"
     assert data.label_spec == sources.LabelSpec("int", 2)
@@ -87,8 +88,10 @@ def test_imagefolder_decodes_every_file_with_its_folder_label(tmp_path):
 
 def test_imagefolder_decode_settings_convert_mode_and_size(tmp_path):
     pixels = _folder(tmp_path)
-    config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\nmode = "gray"\n'
-                     'size = [5, 6]\nlabels = "onehot"\n')
+    config = _config(
+        f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\nmode = "gray"\n'
+        'size = [5, 6]\nlabels = "onehot"\n'
+    )
     survey = sources.survey(config)
     assert survey.diagnostics == ()
     assert (survey.spec.height, survey.spec.width, survey.spec.channels) == (5, 6, 1)
@@ -110,8 +113,10 @@ def test_imagefolder_load_refuses_a_folder_the_survey_faulted(tmp_path):
 
 
 def test_synthetic_matches_the_model_contract_without_generating_to_check():
-    config = _config('[data]\nsource = "synthetic"\nnum_samples = 40\n'
-                     '[model]\ninput = [6, 7, 2]\ninput_range = [-1.0, 1.0]\nnum_classes = 4\n')
+    config = _config(
+        '[data]\nsource = "synthetic"\nnum_samples = 40\n'
+        "[model]\ninput = [6, 7, 2]\ninput_range = [-1.0, 1.0]\nnum_classes = 4\n"
+    )
     survey = sources.survey(config)
     assert survey.dataset is None  # the survey knows the spec from the config alone
     data = sources.load(config, survey)

@@ -13,35 +13,53 @@ KEY = jax.random.key(0)
 # One working configuration per stage: params, input batch, expected output shape.
 CASES = {
     "to_float": ({"scale": 1 / 255}, np.full((2, 8, 8, 1), 255, np.uint8), (2, 8, 8, 1)),
-    "normalize": ({"mean": (0.5,) * 3, "std": (0.25,) * 3}, np.ones((2, 8, 8, 3), np.float32),
-                  (2, 8, 8, 3)),
+    "normalize": (
+        {"mean": (0.5,) * 3, "std": (0.25,) * 3},
+        np.ones((2, 8, 8, 3), np.float32),
+        (2, 8, 8, 3),
+    ),
     "resize": ({"height": 16, "width": 12}, np.ones((2, 8, 8, 1), np.float32), (2, 16, 12, 1)),
     "center_crop": ({"height": 4, "width": 6}, np.ones((2, 8, 8, 3), np.float32), (2, 4, 6, 3)),
-    "random_crop": ({"height": 6, "width": 6, "padding": 1}, np.ones((2, 8, 8, 3), np.float32),
-                    (2, 6, 6, 3)),
-    "random_flip": ({}, np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1),
-                    (2, 8, 8, 1)),
+    "random_crop": (
+        {"height": 6, "width": 6, "padding": 1},
+        np.ones((2, 8, 8, 3), np.float32),
+        (2, 6, 6, 3),
+    ),
+    "random_flip": ({}, np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1), (2, 8, 8, 1)),
     "to_rgb": ({}, np.ones((2, 8, 8, 1), np.float32), (2, 8, 8, 3)),
     "to_gray": ({}, np.ones((2, 8, 8, 3), np.float32), (2, 8, 8, 1)),
 }
 
 # A broken input per stage: (abstract batch, code, the "got" text the message must show).
 BROKEN = {
-    "to_float": (jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32), "dtype.input",
-                 "float32 2 8 8 1"),
-    "normalize": (jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32), "shape.channels",
-                  "float32 2 8 8 1"),
+    "to_float": (jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32), "dtype.input", "float32 2 8 8 1"),
+    "normalize": (
+        jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32),
+        "shape.channels",
+        "float32 2 8 8 1",
+    ),
     "resize": (jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.uint8), "dtype.input", "uint8 2 8 8 1"),
-    "center_crop": (jax.ShapeDtypeStruct((2, 3, 3, 3), jnp.float32), "shape.spatial",
-                    "float32 b 3 3 3"),
-    "random_crop": (jax.ShapeDtypeStruct((2, 3, 3, 3), jnp.float32), "shape.spatial",
-                    "float32 b 3 3 3"),
-    "random_flip": (jax.ShapeDtypeStruct((8, 8, 1), jnp.float32), "shape.rank",
-                    "float32 8 8 1"),
-    "to_rgb": (jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32), "shape.channels",
-               "float32 2 8 8 3"),
-    "to_gray": (jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32), "shape.channels",
-                "float32 2 8 8 1"),
+    "center_crop": (
+        jax.ShapeDtypeStruct((2, 3, 3, 3), jnp.float32),
+        "shape.spatial",
+        "float32 b 3 3 3",
+    ),
+    "random_crop": (
+        jax.ShapeDtypeStruct((2, 3, 3, 3), jnp.float32),
+        "shape.spatial",
+        "float32 b 3 3 3",
+    ),
+    "random_flip": (jax.ShapeDtypeStruct((8, 8, 1), jnp.float32), "shape.rank", "float32 8 8 1"),
+    "to_rgb": (
+        jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32),
+        "shape.channels",
+        "float32 2 8 8 3",
+    ),
+    "to_gray": (
+        jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32),
+        "shape.channels",
+        "float32 2 8 8 1",
+    ),
 }
 
 
@@ -78,8 +96,11 @@ def test_stage_output_matches_annotation_and_in_spec(op, run):
 def test_eager_and_jit_agree(op):
     params, images, _ = CASES[op]
     stage = make_stage(op, **params)
-    np.testing.assert_allclose(apply(stage, jnp.asarray(images), eager),
-                               apply(stage, jnp.asarray(images), jitted), rtol=1e-6)
+    np.testing.assert_allclose(
+        apply(stage, jnp.asarray(images), eager),
+        apply(stage, jnp.asarray(images), jitted),
+        rtol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("op", sorted(BROKEN))
@@ -114,8 +135,9 @@ def test_contract_error_is_a_type_error_shown_as_public_name():
 
 
 def test_augmentations_are_skipped_at_evaluation():
-    pre = Preprocess((make_stage("random_flip"), make_stage("random_crop", height=8, width=8,
-                                                             padding=2)))
+    pre = Preprocess(
+        (make_stage("random_flip"), make_stage("random_crop", height=8, width=8, padding=2))
+    )
     images = jnp.arange(2 * 8 * 8, dtype=jnp.float32).reshape(2, 8, 8, 1)
     np.testing.assert_array_equal(pre(images, train=False), images)
     augmented = jax.jit(lambda x, k: pre(x, k, train=True))(images, KEY)

@@ -26,8 +26,16 @@ def test_short_run_learns_and_writes_the_run_folder(tmp_path):
     assert metrics["skipped_steps"] == 0
     assert metrics["backend"] == "cpu" and metrics["devices"] == 1
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("test_accuracy", "val_accuracy", "train_seconds", "images_per_second", "steps",
-                "skipped_steps", "devices", "backend"):
+    for key in (
+        "test_accuracy",
+        "val_accuracy",
+        "train_seconds",
+        "images_per_second",
+        "steps",
+        "skipped_steps",
+        "devices",
+        "backend",
+    ):
         assert key in on_disk
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -102,8 +110,10 @@ def test_guard_stops_and_names_where_nan_appeared(policy):
 
 
 def test_synthetic_data_is_learnable(tmp_path):
-    config = parse_config('name = "synthetic"\n[data]\nsource = "synthetic"\nnum_samples = 512\n'
-                          '[model]\ninput = [8, 8, 3]\nnum_classes = 4\n'
-                          '[train]\nepochs = 3\nbatch_size = 32\nlearning_rate = 3e-3\n')
+    config = parse_config(
+        'name = "synthetic"\n[data]\nsource = "synthetic"\nnum_samples = 512\n'
+        "[model]\ninput = [8, 8, 3]\nnum_classes = 4\n"
+        "[train]\nepochs = 3\nbatch_size = 32\nlearning_rate = 3e-3\n"
+    )
     metrics = train_run(config, tmp_path)
     assert metrics["test_accuracy"] > 0.9  # chance is 0.25

@@ -65,8 +65,9 @@ def render_diagnostics(diagnostics: Sequence[Diagnostic], console: Console) -> N
             listed = "\n".join(shown) + (f"\n... {more} more (--json lists them)" if more else "")
             problem += f"\n[dim]{escape(listed)}[/dim]"
         shapes = f"expected {d.expected}\ngot      {d.got}" if d.expected or d.got else ""
-        table.add_row(f"[{style}]{d.code}[/{style}]", escape(d.stage), problem, escape(shapes),
-                      escape(d.hint))
+        table.add_row(
+            f"[{style}]{d.code}[/{style}]", escape(d.stage), problem, escape(shapes), escape(d.hint)
+        )
     console.print(table)
 
 
@@ -85,8 +86,11 @@ def cmd_check(args) -> int:
     from typedpipe.pipeline.check import check_pipeline, errors
 
     config = _load(args.config)
-    with stderr.status("checking the pipeline and its data", spinner="dots") \
-            if not args.json else contextlib.nullcontext():
+    with (
+        stderr.status("checking the pipeline and its data", spinner="dots")
+        if not args.json
+        else contextlib.nullcontext()
+    ):
         diagnostics = check_pipeline(config)
     ok = not errors(diagnostics)
     if args.json:
@@ -113,21 +117,34 @@ def cmd_summary(args) -> int:
         raise ContractError(survey.diagnostics)
     specs = Preprocess(config.preprocess).flow(survey.spec)
     m = config.model
-    model = nnx.eval_shape(lambda: build_model(m.name, m.input, m.num_classes, m.layers,
-                                               rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(
+        lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
+    )
     rows = stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
     total_params = sum(r.params for r in rows)
     total_flops = sum(r.flops for r in rows)
     if args.json:
-        _print_json(args, {"ok": True, "rows": [r.to_json() for r in rows],
-                           "params": total_params, "flops": total_flops})
+        _print_json(
+            args,
+            {
+                "ok": True,
+                "rows": [r.to_json() for r in rows],
+                "params": total_params,
+                "flops": total_flops,
+            },
+        )
         return EXIT_OK
     table = Table(title=f"{config.name}: {m.name}, input {'x'.join(map(str, m.input))}")
     for column in ("stage / layer", "type", "output", "params", "FLOPs"):
         table.add_column(column, justify="right" if column in ("params", "FLOPs") else "left")
     for r in rows:
-        table.add_row(escape(r.name), r.kind, escape(r.output),
-                      f"{r.params:,}" if r.params else "", f"{r.flops:,}" if r.flops else "")
+        table.add_row(
+            escape(r.name),
+            r.kind,
+            escape(r.output),
+            f"{r.params:,}" if r.params else "",
+            f"{r.flops:,}" if r.flops else "",
+        )
     table.add_section()
     table.add_row("total", "", "", f"{total_params:,}", f"{total_flops:,} per image")
     Console().print(table)
@@ -147,9 +164,15 @@ def cmd_train(args) -> int:
 
     config = _load(args.config)
     out = Path(args.out) if args.out else Path("runs") / config.name
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                        TimeRemainingColumn(), console=stderr, disable=args.json)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=args.json,
+    )
     task = progress.add_task(f"train {config.name}", total=None, status="")
 
     def on_phase(what: str) -> None:
@@ -169,19 +192,29 @@ def cmd_train(args) -> int:
             f"epoch {stats.epoch:>3}  loss {stats.train_loss:.4f}  "
             f"acc {stats.train_accuracy:.3f}  val_loss {stats.val_loss:.4f}  "
             f"val_acc {stats.val_accuracy:.3f}  {stats.seconds:.1f}s"
-            + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else ""))
+            + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else "")
+        )
 
     with progress:
-        metrics = train_run(config, out, epochs=args.epochs, max_steps=args.max_steps,
-                            resume=args.resume, devices=args.devices,
-                            callbacks=Callbacks(on_phase=on_phase, on_start=on_start,
-                                                  on_step=on_step, on_epoch=on_epoch))
+        metrics = train_run(
+            config,
+            out,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            resume=args.resume,
+            devices=args.devices,
+            callbacks=Callbacks(
+                on_phase=on_phase, on_start=on_start, on_step=on_step, on_epoch=on_epoch
+            ),
+        )
     if args.json:
         _print_json(args, {"ok": True, "out": str(out), "metrics": metrics})
     else:
-        stderr.print(f"[green]done[/green]: test accuracy {metrics['test_accuracy']:.4f}, "
-                     f"{metrics['images_per_second']:.0f} images/s on {metrics['backend']}; "
-                     f"run folder {out}")
+        stderr.print(
+            f"[green]done[/green]: test accuracy {metrics['test_accuracy']:.4f}, "
+            f"{metrics['images_per_second']:.0f} images/s on {metrics['backend']}; "
+            f"run folder {out}"
+        )
     return EXIT_OK
 
 
@@ -190,8 +223,10 @@ def _bundle(run_dir: str):
 
     bundle = Path(run_dir) / "model"
     if not (bundle / "contract.json").is_file():
-        raise UsageError(f"{run_dir} has no exported model ({bundle}/contract.json): pass a "
-                         "run folder written by typedpipe train")
+        raise UsageError(
+            f"{run_dir} has no exported model ({bundle}/contract.json): pass a "
+            "run folder written by typedpipe train"
+        )
     return ExportedModel(bundle)
 
 
@@ -201,8 +236,9 @@ def cmd_eval(args) -> int:
     model = _bundle(args.run_dir)
     config = model.config
     dataset = sources.load(config)
-    _, _, test = sources.split_indices(dataset.class_ids, config.data.val_fraction,
-                                       config.data.test_fraction, config.seed)
+    _, _, test = sources.split_indices(
+        dataset.class_ids, config.data.val_fraction, config.data.test_fraction, config.seed
+    )
     split = "test"
     if not len(test):  # test_fraction = 0: evaluate on everything, and say so
         test, split = np.arange(len(dataset)), "all"
@@ -210,8 +246,10 @@ def cmd_eval(args) -> int:
     if args.json:
         _print_json(args, {"ok": True, "split": split, **result})
     else:
-        Console().print(f"{escape(args.run_dir)}: {split} accuracy {result['accuracy']:.4f}, "
-                        f"loss {result['loss']:.4f} on {result['images']} images")
+        Console().print(
+            f"{escape(args.run_dir)}: {split} accuracy {result['accuracy']:.4f}, "
+            f"loss {result['loss']:.4f} on {result['images']} images"
+        )
     return EXIT_OK
 
 
@@ -224,10 +262,14 @@ def cmd_predict(args) -> int:
     results = []
     for path, row in zip(args.images, probabilities, strict=True):
         top = np.argsort(row)[::-1][:3]
-        results.append({"image": path, "class": model.class_names[top[0]],
-                        "probability": float(row[top[0]]),
-                        "top": [{"class": model.class_names[i], "probability": float(row[i])}
-                                for i in top]})
+        results.append(
+            {
+                "image": path,
+                "class": model.class_names[top[0]],
+                "probability": float(row[top[0]]),
+                "top": [{"class": model.class_names[i], "probability": float(row[i])} for i in top],
+            }
+        )
     if args.json:
         _print_json(args, {"ok": True, "predictions": results})
         return EXIT_OK
@@ -236,8 +278,9 @@ def cmd_predict(args) -> int:
         table.add_column(column)
     for r in results:
         others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
-        table.add_row(escape(r["image"]), escape(r["class"]), f"{r['probability']:.3f}",
-                      escape(others))
+        table.add_row(
+            escape(r["image"]), escape(r["class"]), f"{r['probability']:.3f}", escape(others)
+        )
     Console().print(table)
     return EXIT_OK
 
@@ -261,8 +304,11 @@ def cmd_bench(args) -> int:
 def cmd_doctor(args) -> int:
     import jax
 
-    info = {"jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()]}
+    info = {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+    }
     if args.json:
         _print_json(args, info)
     else:
@@ -286,32 +332,39 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler, help_text: str, config_optional: bool = False):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("config", nargs="?" if config_optional else None,
-                         help="pipeline config (TOML)")
+        sub.add_argument(
+            "config", nargs="?" if config_optional else None, help="pipeline config (TOML)"
+        )
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         sub.set_defaults(handler=handler)
         return sub
 
     command("check", cmd_check, "validate the pipeline and its data before any step")
     command("summary", cmd_summary, "shape flow, parameters and FLOPs of every stage and layer")
-    train = command("train", cmd_train, "check, then train (default: examples/digits.toml)",
-                    config_optional=True)
+    train = command(
+        "train",
+        cmd_train,
+        "check, then train (default: examples/digits.toml)",
+        config_optional=True,
+    )
     train.add_argument("--out", help="run folder (default runs/<name>)")
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--max-steps", type=_positive_int)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--devices", type=_positive_int, help="data-parallel device count")
     for name, handler, help_text in (
-            ("eval", cmd_eval, "accuracy of a run's exported model on its test split"),
-            ("predict", cmd_predict, "classify image files with a run's exported model")):
+        ("eval", cmd_eval, "accuracy of a run's exported model on its test split"),
+        ("predict", cmd_predict, "classify image files with a run's exported model"),
+    ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("run_dir", help="a run folder written by typedpipe train")
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         sub.set_defaults(handler=handler)
         if name == "predict":
             sub.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    bench = command("bench", cmd_bench, "compile time, speed and memory of the train step",
-                    config_optional=True)
+    bench = command(
+        "bench", cmd_bench, "compile time, speed and memory of the train step", config_optional=True
+    )
     bench.add_argument("--steps", type=_positive_int, default=50)
     bench.add_argument("--devices", type=_positive_int, help="data-parallel device count")
     doctor = commands.add_parser("doctor", help="what JAX sees on this machine")

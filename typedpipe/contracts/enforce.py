@@ -147,8 +147,12 @@ def _mismatch(
 
     def report(code: str, what: str, hint: str) -> Diagnostic:
         return Diagnostic(
-            code, f"{where} {what}", stage=stage,
-            expected=expected_text, got=got_text, hint=hint,
+            code,
+            f"{where} {what}",
+            stage=stage,
+            expected=expected_text,
+            got=got_text,
+            hint=hint,
         )
 
     dtype_ok = kind == "any" or dtype in annotation.dtypes
@@ -159,7 +163,8 @@ def _mismatch(
         return report("dtype.input", f"has dtype {dtype}", hints.dtype(kind == "float"))
     if "..." not in annotation.dim_str and len(shape) != len(tokens):
         return report(
-            "shape.rank", f"has {len(shape)} axes where {len(tokens)} are declared",
+            "shape.rank",
+            f"has {len(shape)} axes where {len(tokens)} are declared",
             "add or remove the missing axis (batch images as b h w c)",
         )
     for axis, (token, size) in enumerate(zip(tokens, shape, strict=False)):
@@ -177,13 +182,17 @@ def _mismatch(
 
 def _axis_report(report, shape: tuple[int, ...], expected: list, axis: int) -> Diagnostic:
     if len(shape) != 4:
-        return report("model.shape", f"has size {shape[axis]} on axis {axis}",
-                      "check the layer sizes in [model]")
+        return report(
+            "model.shape",
+            f"has size {shape[axis]} on axis {axis}",
+            "check the layer sizes in [model]",
+        )
     height, width, channels = expected[1:]
     if shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
         return report("shape.layout", "looks channels-first (b c h w)", hints.layout())
     if axis == 3:
         plural = "" if shape[3] == 1 else "s"
-        return report("shape.channels", f"has {shape[3]} channel{plural}",
-                      hints.channels(channels, shape[3]))
+        return report(
+            "shape.channels", f"has {shape[3]} channel{plural}", hints.channels(channels, shape[3])
+        )
     return report("shape.spatial", f"is {shape[1]}x{shape[2]}", hints.spatial(height, width))

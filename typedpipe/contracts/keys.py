@@ -20,8 +20,12 @@ def unknown_keys(given: Iterable[str], valid: Iterable[str], where: str) -> list
     valid = set(valid)
     return [
         Diagnostic(
-            "config.unknown_key", f"unknown key {key!r} in {where}", stage=where,
-            expected=", ".join(sorted(valid)), got=key, hint=suggest(key, valid),
+            "config.unknown_key",
+            f"unknown key {key!r} in {where}",
+            stage=where,
+            expected=", ".join(sorted(valid)),
+            got=key,
+            hint=suggest(key, valid),
         )
         for key in given
         if key not in valid

@@ -45,8 +45,9 @@ def _dims(shape: Shape) -> str:
 
 
 def _config_error(layer: str, message: str, expected: str, got: str, hint: str) -> ConfigError:
-    return ConfigError(Diagnostic("config.value", message, stage=layer,
-                                  expected=expected, got=got, hint=hint))
+    return ConfigError(
+        Diagnostic("config.value", message, stage=layer, expected=expected, got=got, hint=hint)
+    )
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -81,8 +82,13 @@ class Layer(nnx.Module):
         try:
             return cls(**params, name=name, rngs=rngs)
         except TypeError as err:
-            raise _config_error(name, f"{cls.kind} layer {name}: {err}", str(signature),
-                                str(params), f"see the {cls.kind} layer's parameters") from None
+            raise _config_error(
+                name,
+                f"{cls.kind} layer {name}: {err}",
+                str(signature),
+                str(params),
+                f"see the {cls.kind} layer's parameters",
+            ) from None
 
     def output_shape(self, shape: Shape) -> Shape:
         """The per-image output shape for a per-image input shape, or a ContractError."""
@@ -93,18 +99,33 @@ class Layer(nnx.Module):
         return 0
 
     def _reject(self, shape: Shape, message: str, expected: str, hint: str):
-        raise ContractError(Diagnostic("model.shape", message, stage=self.name,
-                                       expected=expected, got=f"b {' '.join(map(str, shape))}",
-                                       hint=hint))
+        raise ContractError(
+            Diagnostic(
+                "model.shape",
+                message,
+                stage=self.name,
+                expected=expected,
+                got=f"b {' '.join(map(str, shape))}",
+                hint=hint,
+            )
+        )
 
     def _require_image(self, shape: Shape, channels: int | None = None) -> None:
         want = f"b h w {channels if channels is not None else 'c'}"
         if len(shape) != 3:
-            self._reject(shape, f"{self.name} needs an image (h w c), got {len(shape)} axes",
-                         want, "remove the flatten/dense layer before it")
+            self._reject(
+                shape,
+                f"{self.name} needs an image (h w c), got {len(shape)} axes",
+                want,
+                "remove the flatten/dense layer before it",
+            )
         if channels is not None and shape[-1] != channels:
-            self._reject(shape, f"{self.name} needs {channels} channels, got {shape[-1]}",
-                         want, f"make the previous layer output {channels} features")
+            self._reject(
+                shape,
+                f"{self.name} needs {channels} channels, got {shape[-1]}",
+                want,
+                f"make the previous layer output {channels} features",
+            )
 
 
 def _spatial_out(layer: Layer, shape: Shape, kernel: int, stride: int, padding: str) -> Shape:
@@ -128,22 +149,49 @@ class Conv(Layer):
 
     kind = "conv"
 
-    def __init__(self, in_features: int, features: int, kernel: int = 3, stride: int = 1,
-                 padding: str = "same", activation: str = "none", use_bias: bool = True, *,
-                 name: str = "conv", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        kernel: int = 3,
+        stride: int = 1,
+        padding: str = "same",
+        activation: str = "none",
+        use_bias: bool = True,
+        *,
+        name: str = "conv",
+        rngs: nnx.Rngs,
+    ):
         if padding not in ("same", "valid"):
-            raise _config_error(name, f"conv {name}: unknown padding {padding!r}",
-                                '"same" | "valid"', repr(padding), 'padding = "same"')
+            raise _config_error(
+                name,
+                f"conv {name}: unknown padding {padding!r}",
+                '"same" | "valid"',
+                repr(padding),
+                'padding = "same"',
+            )
         if activation not in ACTIVATIONS:
-            raise _config_error(name, f"conv {name}: unknown activation {activation!r}",
-                                " | ".join(ACTIVATIONS), repr(activation), 'activation = "relu"')
+            raise _config_error(
+                name,
+                f"conv {name}: unknown activation {activation!r}",
+                " | ".join(ACTIVATIONS),
+                repr(activation),
+                'activation = "relu"',
+            )
         self.name, self.in_features, self.features = name, in_features, features
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.activation = activation
         self.rows = _out_expr("h", kernel, stride, padding)
         self.cols = _out_expr("w", kernel, stride, padding)
-        self.conv = nnx.Conv(in_features, features, (kernel, kernel), strides=stride,
-                             padding=padding.upper(), use_bias=use_bias, rngs=rngs)
+        self.conv = nnx.Conv(
+            in_features,
+            features,
+            (kernel, kernel),
+            strides=stride,
+            padding=padding.upper(),
+            use_bias=use_bias,
+            rngs=rngs,
+        )
 
     def output_shape(self, shape: Shape) -> Shape:
         self._require_image(shape, self.in_features)
@@ -166,12 +214,24 @@ class _Pool(Layer):
 
     reduce: ClassVar[Callable[..., Array]]
 
-    def __init__(self, window: int = 2, stride: int | None = None, padding: str = "valid", *,
-                 name: str = "pool", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        window: int = 2,
+        stride: int | None = None,
+        padding: str = "valid",
+        *,
+        name: str = "pool",
+        rngs: nnx.Rngs,
+    ):
         del rngs  # Pooling has no parameters.
         if padding not in ("same", "valid"):
-            raise _config_error(name, f"{self.kind} {name}: unknown padding {padding!r}",
-                                '"same" | "valid"', repr(padding), 'padding = "valid"')
+            raise _config_error(
+                name,
+                f"{self.kind} {name}: unknown padding {padding!r}",
+                '"same" | "valid"',
+                repr(padding),
+                'padding = "valid"',
+            )
         self.name, self.window, self.padding = name, window, padding
         self.stride = stride or window
         self.rows = _out_expr("h", window, self.stride, padding)
@@ -262,23 +322,43 @@ class Dense(Layer):
 
     kind = "dense"
 
-    def __init__(self, in_features: int, features: int, activation: str = "none",
-                 use_bias: bool = True, *, name: str = "dense", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        activation: str = "none",
+        use_bias: bool = True,
+        *,
+        name: str = "dense",
+        rngs: nnx.Rngs,
+    ):
         if activation not in ACTIVATIONS:
-            raise _config_error(name, f"dense {name}: unknown activation {activation!r}",
-                                " | ".join(ACTIVATIONS), repr(activation), 'activation = "relu"')
+            raise _config_error(
+                name,
+                f"dense {name}: unknown activation {activation!r}",
+                " | ".join(ACTIVATIONS),
+                repr(activation),
+                'activation = "relu"',
+            )
         self.name, self.in_features, self.features = name, in_features, features
         self.activation = activation
         self.linear = nnx.Linear(in_features, features, use_bias=use_bias, rngs=rngs)
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 1:
-            self._reject(shape, f"{self.name} needs flat features, got {_dims(shape)}",
-                         f"b {self.in_features}",
-                         'add {type = "flatten"} or {type = "gap"} before it')
+            self._reject(
+                shape,
+                f"{self.name} needs flat features, got {_dims(shape)}",
+                f"b {self.in_features}",
+                'add {type = "flatten"} or {type = "gap"} before it',
+            )
         if shape[0] != self.in_features:
-            self._reject(shape, f"{self.name} needs {self.in_features} features",
-                         f"b {self.in_features}", "match the previous layer's features")
+            self._reject(
+                shape,
+                f"{self.name} needs {self.in_features} features",
+                f"b {self.in_features}",
+                "match the previous layer's features",
+            )
         return (self.features,)
 
     def flops(self, shape: Shape) -> int:
@@ -297,8 +377,15 @@ class BatchNorm(Layer):
 
     kind = "batchnorm"
 
-    def __init__(self, in_features: int, momentum: float = 0.9, activation: str = "none", *,
-                 name: str = "batchnorm", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        momentum: float = 0.9,
+        activation: str = "none",
+        *,
+        name: str = "batchnorm",
+        rngs: nnx.Rngs,
+    ):
         self.name, self.features, self.activation = name, in_features, activation
         self.norm = nnx.BatchNorm(in_features, momentum=momentum, rngs=rngs)
 
@@ -324,8 +411,13 @@ class Dropout(Layer):
 
     def __init__(self, rate: float = 0.5, *, name: str = "dropout", rngs: nnx.Rngs):
         if not 0.0 <= rate < 1.0:
-            raise _config_error(name, f"dropout {name}: rate must be in [0, 1)", "0 <= rate < 1",
-                                f"rate = {rate}", "rate = 0.5")
+            raise _config_error(
+                name,
+                f"dropout {name}: rate must be in [0, 1)",
+                "0 <= rate < 1",
+                f"rate = {rate}",
+                "rate = 0.5",
+            )
         self.name = name
         self.dropout = nnx.Dropout(rate, rngs=rngs)
 
@@ -346,22 +438,34 @@ class Residual(Layer):
 
     kind = "residual"
 
-    def __init__(self, in_features: int, features: int, stride: int = 1, *,
-                 name: str = "residual", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        stride: int = 1,
+        *,
+        name: str = "residual",
+        rngs: nnx.Rngs,
+    ):
         self.name, self.in_features, self.features, self.stride = (
-            name, in_features, features, stride)
+            name,
+            in_features,
+            features,
+            stride,
+        )
         self.rows, self.cols = _out_expr("h", 3, stride, "same"), _out_expr("w", 3, stride, "same")
-        self.conv1 = Conv(in_features, features, 3, stride, use_bias=False,
-                          name=f"{name}.conv1", rngs=rngs)
+        self.conv1 = Conv(
+            in_features, features, 3, stride, use_bias=False, name=f"{name}.conv1", rngs=rngs
+        )
         self.norm1 = BatchNorm(features, activation="relu", name=f"{name}.bn1", rngs=rngs)
-        self.conv2 = Conv(features, features, 3, 1, use_bias=False,
-                          name=f"{name}.conv2", rngs=rngs)
+        self.conv2 = Conv(features, features, 3, 1, use_bias=False, name=f"{name}.conv2", rngs=rngs)
         self.norm2 = BatchNorm(features, name=f"{name}.bn2", rngs=rngs)
         # A 1x1 projection only where the identity cannot carry the shape across.
         shortcut = None
         if stride != 1 or in_features != features:
-            shortcut = Conv(in_features, features, 1, stride, use_bias=False,
-                            name=f"{name}.shortcut", rngs=rngs)
+            shortcut = Conv(
+                in_features, features, 1, stride, use_bias=False, name=f"{name}.shortcut", rngs=rngs
+            )
         self.shortcut = nnx.data(shortcut)
 
     def output_shape(self, shape: Shape) -> Shape:

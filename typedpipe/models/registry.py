@@ -57,20 +57,32 @@ class Classifier(nnx.Module):
         return x
 
 
-def layer_entries(name: str, input_shape: Shape, num_classes: int,
-                  layers: Sequence[LayerEntry] = ()) -> list[LayerEntry]:
+def layer_entries(
+    name: str, input_shape: Shape, num_classes: int, layers: Sequence[LayerEntry] = ()
+) -> list[LayerEntry]:
     """The layer list of a registered architecture."""
     if name not in MODELS:
-        raise ConfigError(Diagnostic(
-            "config.unknown_model", f"no model named {name!r}", stage="model",
-            expected=" | ".join(sorted(MODELS)), got=name,
-            hint=f"name = one of {', '.join(sorted(MODELS))} ({suggest(name, MODELS)})",
-        ))
+        raise ConfigError(
+            Diagnostic(
+                "config.unknown_model",
+                f"no model named {name!r}",
+                stage="model",
+                expected=" | ".join(sorted(MODELS)),
+                got=name,
+                hint=f"name = one of {', '.join(sorted(MODELS))} ({suggest(name, MODELS)})",
+            )
+        )
     return MODELS[name](input_shape, num_classes, layers)
 
 
-def build_model(name: str, input_shape: Shape, num_classes: int,
-                layers: Sequence[LayerEntry] = (), *, rngs: nnx.Rngs) -> Classifier:
+def build_model(
+    name: str,
+    input_shape: Shape,
+    num_classes: int,
+    layers: Sequence[LayerEntry] = (),
+    *,
+    rngs: nnx.Rngs,
+) -> Classifier:
     """Build a registered model, flowing the input shape through every layer.
 
     Args:
@@ -98,45 +110,66 @@ def build_model(name: str, input_shape: Shape, num_classes: int,
         kind = params.pop("type", None)
         layer_name = params.pop("name", None) or f"{kind}{index}"
         if kind not in LAYERS:
-            raise ConfigError(Diagnostic(
-                "config.value", f"[model] layers[{index}]: unknown layer type {kind!r}",
-                stage=f"model.layers[{index}]", expected=" | ".join(sorted(LAYERS)),
-                got=repr(kind), hint=f'type = one of {", ".join(sorted(LAYERS))}',
-            ))
+            raise ConfigError(
+                Diagnostic(
+                    "config.value",
+                    f"[model] layers[{index}]: unknown layer type {kind!r}",
+                    stage=f"model.layers[{index}]",
+                    expected=" | ".join(sorted(LAYERS)),
+                    got=repr(kind),
+                    hint=f"type = one of {', '.join(sorted(LAYERS))}",
+                )
+            )
         layer = LAYERS[kind].build(shape, name=layer_name, rngs=rngs, **params)
         try:
             shape = layer.output_shape(shape)
         except ContractError as err:
             raise ContractError(
-                dataclasses.replace(d, message=f"{d.message} (shapes so far: "
-                                    f"{' -> '.join(flow)})")
+                dataclasses.replace(d, message=f"{d.message} (shapes so far: {' -> '.join(flow)})")
                 for d in err.diagnostics
             ) from None
         flow.append(f"{layer_name} {'x'.join(map(str, shape))}")
         built.append(layer)
     if shape != (num_classes,):
-        raise ContractError(Diagnostic(
-            "model.shape", f"the last layer outputs {'x'.join(map(str, shape))}, "
-            f"not one logit per class", stage=flow[-1].split()[0],
-            expected=f"b {num_classes}", got=f"b {' '.join(map(str, shape))}",
-            hint=f'end [model] layers with {{type = "dense", features = {num_classes}}}',
-        ))
+        raise ContractError(
+            Diagnostic(
+                "model.shape",
+                f"the last layer outputs {'x'.join(map(str, shape))}, not one logit per class",
+                stage=flow[-1].split()[0],
+                expected=f"b {num_classes}",
+                got=f"b {' '.join(map(str, shape))}",
+                hint=f'end [model] layers with {{type = "dense", features = {num_classes}}}',
+            )
+        )
     return Classifier(built, input_shape, num_classes)
 
 
-def _conv(features: int, kernel: int = 3, stride: int = 1, padding: str = "same",
-          activation: str = "relu") -> LayerEntry:
-    return {"type": "conv", "features": features, "kernel": kernel, "stride": stride,
-            "padding": padding, "activation": activation}
+def _conv(
+    features: int, kernel: int = 3, stride: int = 1, padding: str = "same", activation: str = "relu"
+) -> LayerEntry:
+    return {
+        "type": "conv",
+        "features": features,
+        "kernel": kernel,
+        "stride": stride,
+        "padding": padding,
+        "activation": activation,
+    }
 
 
 @register("small_cnn")
 def small_cnn(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEntry]:
     """Three 3x3 conv blocks and a linear head; trains on CPU in seconds."""
     return [
-        _conv(32), {"type": "batchnorm"}, _conv(32), {"type": "maxpool", "window": 2},
-        _conv(64), {"type": "batchnorm"}, _conv(64),
-        {"type": "gap"}, {"type": "dropout", "rate": 0.2},
+        _conv(32),
+        {"type": "batchnorm"},
+        _conv(32),
+        {"type": "maxpool", "window": 2},
+        _conv(64),
+        {"type": "batchnorm"},
+        _conv(64),
+        {"type": "gap"},
+        {"type": "dropout", "rate": 0.2},
         {"type": "dense", "features": num_classes},
     ]
 
@@ -145,8 +178,10 @@ def small_cnn(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEntr
 def lenet(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEntry]:
     """LeNet-5 (LeCun et al., 1998): built for 32x32 inputs; smaller ones collapse."""
     return [
-        _conv(6, 5, padding="valid", activation="tanh"), {"type": "avgpool", "window": 2},
-        _conv(16, 5, padding="valid", activation="tanh"), {"type": "avgpool", "window": 2},
+        _conv(6, 5, padding="valid", activation="tanh"),
+        {"type": "avgpool", "window": 2},
+        _conv(16, 5, padding="valid", activation="tanh"),
+        {"type": "avgpool", "window": 2},
         {"type": "flatten"},
         {"type": "dense", "features": 120, "activation": "tanh"},
         {"type": "dense", "features": 84, "activation": "tanh"},
@@ -154,14 +189,21 @@ def lenet(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEntry]:
     ]
 
 
-def _resnet(stem: list[LayerEntry], widths: Sequence[int], blocks: int,
-            num_classes: int) -> list[LayerEntry]:
+def _resnet(
+    stem: list[LayerEntry], widths: Sequence[int], blocks: int, num_classes: int
+) -> list[LayerEntry]:
     entries = list(stem)
     for stage, width in enumerate(widths):
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
-            entries.append({"type": "residual", "features": width, "stride": stride,
-                            "name": f"stage{stage + 1}.block{block + 1}"})
+            entries.append(
+                {
+                    "type": "residual",
+                    "features": width,
+                    "stride": stride,
+                    "name": f"stage{stage + 1}.block{block + 1}",
+                }
+            )
     return [*entries, {"type": "gap"}, {"type": "dense", "features": num_classes}]
 
 
@@ -181,8 +223,11 @@ def resnet18(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEntry
     shrink an 8x8 or 32x32 image to nothing.
     """
     if min(input_shape[:2]) >= 64:
-        stem = [_conv(64, 7, 2, activation="none"), {"type": "batchnorm", "activation": "relu"},
-                {"type": "maxpool", "window": 3, "stride": 2, "padding": "same"}]
+        stem = [
+            _conv(64, 7, 2, activation="none"),
+            {"type": "batchnorm", "activation": "relu"},
+            {"type": "maxpool", "window": 3, "stride": 2, "padding": "same"},
+        ]
     else:
         stem = [_conv(64, activation="none"), {"type": "batchnorm", "activation": "relu"}]
     return _resnet(stem, (64, 128, 256, 512), 2, num_classes)
@@ -192,10 +237,15 @@ def resnet18(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEntry
 def sequential(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEntry]:
     """The layers listed under `[model] layers`, as they are."""
     if not layers:
-        raise ConfigError(Diagnostic(
-            "config.value", 'model "sequential" needs [model] layers', stage="model",
-            expected="a non-empty layers list", got="no layers",
-            hint='layers = [{type = "conv", features = 32}, {type = "gap"}, '
-                 f'{{type = "dense", features = {num_classes}}}]',
-        ))
+        raise ConfigError(
+            Diagnostic(
+                "config.value",
+                'model "sequential" needs [model] layers',
+                stage="model",
+                expected="a non-empty layers list",
+                got="no layers",
+                hint='layers = [{type = "conv", features = 32}, {type = "gap"}, '
+                f'{{type = "dense", features = {num_classes}}}]',
+            )
+        )
     return [dict(entry) for entry in layers]

@@ -26,8 +26,10 @@ class Row:
 
 def stage_rows(data: ImageSpec, stages, specs: list[ImageSpec]) -> list[Row]:
     rows = [Row("data", "source", data.describe())]
-    rows += [Row(f"preprocess[{i}]", stage.op, spec.describe())
-             for i, (stage, spec) in enumerate(zip(stages, specs, strict=True))]
+    rows += [
+        Row(f"preprocess[{i}]", stage.op, spec.describe())
+        for i, (stage, spec) in enumerate(zip(stages, specs, strict=True))
+    ]
     return rows
 
 
@@ -37,8 +39,7 @@ def layer_rows(model: Classifier) -> list[Row]:
     shape = (model.height, model.width, model.channels)
     rows = []
     for layer in model.layers:
-        params = sum(math.prod(leaf.shape)
-                     for leaf in jax.tree.leaves(nnx.state(layer, nnx.Param)))
+        params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(layer, nnx.Param)))
         flops = layer.flops(shape)
         shape = layer.output_shape(shape)
         rows.append(Row(layer.name, layer.kind, "b " + " ".join(map(str, shape)), params, flops))

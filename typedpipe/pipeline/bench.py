@@ -29,8 +29,7 @@ def bench_step(config: Config, steps: int = 50, devices: int = 1) -> dict:
     if found:
         raise ContractError(found)
     placement = Placement(devices)
-    trainer = Trainer(config, survey.label_spec.format, steps_per_epoch=steps,
-                      placement=placement)
+    trainer = Trainer(config, survey.label_spec.format, steps_per_epoch=steps, placement=placement)
     rng = np.random.default_rng(config.seed)
     batch_size, spec = config.train.batch_size, survey.spec
     lo, hi = spec.value_range or (0.0, 1.0)
@@ -54,11 +53,16 @@ def bench_step(config: Config, steps: int = 50, devices: int = 1) -> dict:
     seconds = time.perf_counter() - started
     device = jax.devices()[0]
     return {
-        "model": config.model.name, "input": list(spec.shape), "batch_size": batch_size,
-        "precision": config.train.precision, "steps": steps,
+        "model": config.model.name,
+        "input": list(spec.shape),
+        "batch_size": batch_size,
+        "precision": config.train.precision,
+        "steps": steps,
         "compile_seconds": round(compile_seconds, 3),
         "step_ms": round(1000 * seconds / steps, 3),
         "images_per_second": round(batch_size * steps / seconds, 1),
         "step_memory_bytes": compiled_bytes(compiled),
-        "backend": device.platform, "device_kind": device.device_kind, "devices": devices,
+        "backend": device.platform,
+        "device_kind": device.device_kind,
+        "devices": devices,
     }

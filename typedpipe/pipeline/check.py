@@ -24,8 +24,9 @@ from typedpipe.pipeline.stages import Preprocess
 _RANGE_SLACK = 1e-3
 
 
-def check_pipeline(config: Config, data: Survey | Dataset | None = None, *,
-                   devices: int = 1) -> list[Diagnostic]:
+def check_pipeline(
+    config: Config, data: Survey | Dataset | None = None, *, devices: int = 1
+) -> list[Diagnostic]:
     """All faults of `config` applied to its data, in pipeline order; empty when sound.
 
     Args:
@@ -50,8 +51,9 @@ def check_pipeline(config: Config, data: Survey | Dataset | None = None, *,
             diagnostics.extend(check_model_input(spec, config))
     diagnostics.extend(check_model(config))
     if survey.spec is not None and not errors(diagnostics):
-        diagnostics.extend(check_step(config, survey.spec, survey.labels,
-                                      survey.label_spec.format, devices))
+        diagnostics.extend(
+            check_step(config, survey.spec, survey.labels, survey.label_spec.format, devices)
+        )
     return diagnostics
 
 
@@ -59,8 +61,11 @@ def check_model(config: Config) -> list[Diagnostic]:
     """Build the model without allocating it; layer faults become diagnostics."""
     model = config.model
     try:
-        nnx.eval_shape(lambda: build_model(model.name, model.input, model.num_classes,
-                                           model.layers, rngs=nnx.Rngs(0)))
+        nnx.eval_shape(
+            lambda: build_model(
+                model.name, model.input, model.num_classes, model.layers, rngs=nnx.Rngs(0)
+            )
+        )
     except (ContractError, ConfigError) as err:
         return list(err.diagnostics)
     return []
@@ -73,31 +78,50 @@ def check_model_input(spec: ImageSpec, config: Config) -> list[Diagnostic]:
     wanted_range = config.model.input_range
 
     def fault(code: str, message: str, hint: str, expected: str = expected) -> Diagnostic:
-        return Diagnostic(code, message, stage="model", expected=expected,
-                          got=spec.describe(), hint=hint)
+        return Diagnostic(
+            code, message, stage="model", expected=expected, got=spec.describe(), hint=hint
+        )
 
     if spec.layout != "nhwc":
         return [fault("shape.layout", "the model expects channels-last images", hints.layout())]
     found = []
     if not spec.is_float:
-        found.append(fault("dtype.input", f"{spec.dtype} pixels reach the model, which "
-                           "expects floats", hints.dtype(expected_float=True)))
+        found.append(
+            fault(
+                "dtype.input",
+                f"{spec.dtype} pixels reach the model, which expects floats",
+                hints.dtype(expected_float=True),
+            )
+        )
     if (spec.height, spec.width) != (height, width):
-        found.append(fault("shape.spatial", f"{spec.height}x{spec.width} images reach a model "
-                           f"built for {height}x{width}", hints.spatial(height, width)))
+        found.append(
+            fault(
+                "shape.spatial",
+                f"{spec.height}x{spec.width} images reach a model built for {height}x{width}",
+                hints.spatial(height, width),
+            )
+        )
     if spec.channels != channels:
-        found.append(fault("shape.channels", f"{spec.channels}-channel images reach a model "
-                           f"built for {channels}", hints.channels(channels, spec.channels)))
+        found.append(
+            fault(
+                "shape.channels",
+                f"{spec.channels}-channel images reach a model built for {channels}",
+                hints.channels(channels, spec.channels),
+            )
+        )
     if spec.value_range is not None and spec.is_float:
         lo, hi = spec.value_range
         slack = _RANGE_SLACK * (wanted_range[1] - wanted_range[0])
         if lo < wanted_range[0] - slack or hi > wanted_range[1] + slack:
-            found.append(fault(
-                "range.input", f"values in [{lo:g}, {hi:g}] reach a model whose "
-                f"input_range is [{wanted_range[0]:g}, {wanted_range[1]:g}]",
-                hints.value_range((lo, hi), wanted_range),
-                expected=f"{expected} in [{wanted_range[0]:g}, {wanted_range[1]:g}]",
-            ))
+            found.append(
+                fault(
+                    "range.input",
+                    f"values in [{lo:g}, {hi:g}] reach a model whose "
+                    f"input_range is [{wanted_range[0]:g}, {wanted_range[1]:g}]",
+                    hints.value_range((lo, hi), wanted_range),
+                    expected=f"{expected} in [{wanted_range[0]:g}, {wanted_range[1]:g}]",
+                )
+            )
     return found
 
 
@@ -106,38 +130,74 @@ def check_labels(config: Config, survey: Survey) -> list[Diagnostic]:
     num_classes = config.model.num_classes
     labels = survey.labels
 
-    def fault(code: str, message: str, expected: str, got: str, hint: str, items=(),
-              stage: str = "labels") -> list[Diagnostic]:
-        return [Diagnostic(code, message, stage=stage, expected=expected, got=got, hint=hint,
-                           items=tuple(items))]
+    def fault(
+        code: str, message: str, expected: str, got: str, hint: str, items=(), stage: str = "labels"
+    ) -> list[Diagnostic]:
+        return [
+            Diagnostic(
+                code,
+                message,
+                stage=stage,
+                expected=expected,
+                got=got,
+                hint=hint,
+                items=tuple(items),
+            )
+        ]
 
     if labels.ndim == 2 and config.data.labels == "int":
-        return fault("labels.format", 'the labels are one-hot rows but [data] labels = "int"',
-                     "int32 b", f"{labels.dtype} b {labels.shape[1]}", hints.label_format("int"))
+        return fault(
+            "labels.format",
+            'the labels are one-hot rows but [data] labels = "int"',
+            "int32 b",
+            f"{labels.dtype} b {labels.shape[1]}",
+            hints.label_format("int"),
+        )
     if labels.ndim == 1 and config.data.labels == "onehot":
-        return fault("labels.format", 'the labels are integers but [data] labels = "onehot"',
-                     f"float32 b {num_classes}", f"{labels.dtype} b",
-                     hints.label_format("onehot"))
+        return fault(
+            "labels.format",
+            'the labels are integers but [data] labels = "onehot"',
+            f"float32 b {num_classes}",
+            f"{labels.dtype} b",
+            hints.label_format("onehot"),
+        )
     if labels.ndim == 2 and not np.isfinite(labels).all():
         rows = np.flatnonzero(~np.isfinite(labels).all(axis=1))
-        return fault("value.nonfinite", f"{rows.size} one-hot label row(s) hold NaN or inf",
-                     "finite one-hot rows", "NaN/inf", "repair or drop these labels",
-                     items=(f"#{i}" for i in rows))
+        return fault(
+            "value.nonfinite",
+            f"{rows.size} one-hot label row(s) hold NaN or inf",
+            "finite one-hot rows",
+            "NaN/inf",
+            "repair or drop these labels",
+            items=(f"#{i}" for i in rows),
+        )
     classes = survey.class_ids
     out_of_range = np.flatnonzero((classes < 0) | (classes >= num_classes))
     if out_of_range.size:
         widen = f"set num_classes = {int(classes.max()) + 1} under [model]"
-        hint = (f"the labels look 1-based: store label - 1, or {widen}" if classes.min() == 1
-                else f"{widen}, or fix the labels")
-        return fault("labels.range", f"{out_of_range.size} label(s) fall outside "
-                     f"[0, {num_classes})", f"0 <= label < {num_classes}",
-                     f"labels in [{classes.min()}, {classes.max()}]", hint,
-                     items=(f"#{i}" for i in out_of_range))
+        hint = (
+            f"the labels look 1-based: store label - 1, or {widen}"
+            if classes.min() == 1
+            else f"{widen}, or fix the labels"
+        )
+        return fault(
+            "labels.range",
+            f"{out_of_range.size} label(s) fall outside [0, {num_classes})",
+            f"0 <= label < {num_classes}",
+            f"labels in [{classes.min()}, {classes.max()}]",
+            hint,
+            items=(f"#{i}" for i in out_of_range),
+        )
     data_classes = survey.label_spec.num_classes
     if data_classes != num_classes:
-        return fault("labels.count", f"the data has {data_classes} classes, the model head "
-                     f"{num_classes}", f"{num_classes} classes", f"{data_classes} classes",
-                     f"set num_classes = {data_classes} under [model]", stage="model")
+        return fault(
+            "labels.count",
+            f"the data has {data_classes} classes, the model head {num_classes}",
+            f"{num_classes} classes",
+            f"{data_classes} classes",
+            f"set num_classes = {data_classes} under [model]",
+            stage="model",
+        )
     return []
 
 
@@ -145,23 +205,34 @@ def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Di
     """The split must work, and the batch must fit the training part and the devices."""
     data, batch_size = config.data, config.train.batch_size
     try:
-        train, _, _ = sources.split_indices(classes, data.val_fraction, data.test_fraction,
-                                            config.seed)
+        train, _, _ = sources.split_indices(
+            classes, data.val_fraction, data.test_fraction, config.seed
+        )
     except ContractError as err:
         return list(err.diagnostics)
     found = []
     if batch_size > len(train):
-        found.append(Diagnostic(
-            "config.value", f"batch_size {batch_size} is larger than the {len(train)} "
-            "training images", stage="[train]", expected=f"batch_size <= {len(train)}",
-            got=f"batch_size = {batch_size}", hint=f"batch_size = {min(64, len(train))}",
-        ))
+        found.append(
+            Diagnostic(
+                "config.value",
+                f"batch_size {batch_size} is larger than the {len(train)} training images",
+                stage="[train]",
+                expected=f"batch_size <= {len(train)}",
+                got=f"batch_size = {batch_size}",
+                hint=f"batch_size = {min(64, len(train))}",
+            )
+        )
     if batch_size % devices:
-        found.append(Diagnostic(
-            "config.value", f"batch_size {batch_size} does not split over {devices} devices",
-            stage="[train]", expected=f"a multiple of {devices}", got=f"batch_size = {batch_size}",
-            hint=f"batch_size = {batch_size - batch_size % devices or devices}",
-        ))
+        found.append(
+            Diagnostic(
+                "config.value",
+                f"batch_size {batch_size} does not split over {devices} devices",
+                stage="[train]",
+                expected=f"a multiple of {devices}",
+                got=f"batch_size = {batch_size}",
+                hint=f"batch_size = {batch_size - batch_size % devices or devices}",
+            )
+        )
     return found
 
 

@@ -106,10 +106,14 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(Diagnostic(
-            "config.syntax", f"{source}: {err}", stage=source,
-            hint="fix the TOML syntax at the line named (strings need quotes, tables [name])",
-        )) from None
+        raise ConfigError(
+            Diagnostic(
+                "config.syntax",
+                f"{source}: {err}",
+                stage=source,
+                hint="fix the TOML syntax at the line named (strings need quotes, tables [name])",
+            )
+        ) from None
     locate = _Locator(text, source)
     errors: list[Diagnostic] = []
     sections = {}
@@ -160,13 +164,22 @@ class _Locator:
         return self.source
 
 
-def _wrong_type(locate: _Locator, table: str | None, key: str, value: Any, expected: str,
-                index: int | None = None) -> Diagnostic:
+def _wrong_type(
+    locate: _Locator,
+    table: str | None,
+    key: str,
+    value: Any,
+    expected: str,
+    index: int | None = None,
+) -> Diagnostic:
     where = f"[{table}] {key}" if table else key
     return Diagnostic(
-        "config.value", f"{locate(table, key, index)}: {where} must be {expected}",
-        stage=f"[{table}]" if table else "config", expected=expected,
-        got=f"{key} = {value!r}", hint=f"set {key} to {expected}",
+        "config.value",
+        f"{locate(table, key, index)}: {where} must be {expected}",
+        stage=f"[{table}]" if table else "config",
+        expected=expected,
+        got=f"{key} = {value!r}",
+        hint=f"set {key} to {expected}",
     )
 
 
@@ -192,13 +205,22 @@ def _fields(cls: type) -> tuple[dict[str, Any], set[str]]:
     """A dataclass's field types, and the names that have no default."""
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
-    required = {f.name for f in fields
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     return {f.name: hints[f.name] for f in fields}, required
 
 
-def _validated(cls: type, table: dict[str, Any], where: str, locate: _Locator,
-               errors: list[Diagnostic], index: int | None = None) -> dict[str, Any]:
+def _validated(
+    cls: type,
+    table: dict[str, Any],
+    where: str,
+    locate: _Locator,
+    errors: list[Diagnostic],
+    index: int | None = None,
+) -> dict[str, Any]:
     """The table's values, checked against dataclass `cls`; every fault goes to `errors`."""
     hints, required = _fields(cls)
     table_name = where.strip("[]") if where.startswith("[") else None
@@ -206,26 +228,31 @@ def _validated(cls: type, table: dict[str, Any], where: str, locate: _Locator,
         line = locate(table_name, diagnostic.got, index)
         errors.append(dataclasses.replace(diagnostic, message=f"{line}: {diagnostic.message}"))
     for key in sorted(required - set(table)):
-        errors.append(Diagnostic(
-            "config.value", f"{locate(table_name, 'op', index)}: {where} needs {key!r}",
-            stage=where, expected=f"{key} = {_describe(hints[key])}", got="missing",
-            hint=f"add {key} = ... to {where}",
-        ))
+        errors.append(
+            Diagnostic(
+                "config.value",
+                f"{locate(table_name, 'op', index)}: {where} needs {key!r}",
+                stage=where,
+                expected=f"{key} = {_describe(hints[key])}",
+                got="missing",
+                hint=f"add {key} = ... to {where}",
+            )
+        )
     values = {}
     for key, value in table.items():
         if key not in hints:
             continue
         value = _tupled(value)
         if not is_bearable(value, hints[key], conf=_NUMERIC_TOWER):
-            errors.append(_wrong_type(locate, table_name, key, value, _describe(hints[key]),
-                                      index))
+            errors.append(_wrong_type(locate, table_name, key, value, _describe(hints[key]), index))
             continue
         values[key] = float(value) if hints[key] is float else value
     return values
 
 
-def _build(cls: type, table: dict[str, Any], where: str, locate: _Locator,
-           errors: list[Diagnostic]):
+def _build(
+    cls: type, table: dict[str, Any], where: str, locate: _Locator, errors: list[Diagnostic]
+):
     """Build dataclass `cls` from a TOML table (its defaults where the table is faulty)."""
     count = len(errors)
     values = _validated(cls, table, where, locate, errors)
@@ -245,8 +272,10 @@ def _build_stages(entries: Any, locate: _Locator, errors: list[Diagnostic]) -> t
             cls = STAGES[op] if op in STAGES else make_stage(str(op))
         except ConfigError as err:
             line = locate("preprocess", "op", index)
-            errors.extend(dataclasses.replace(d, message=f"{line}: {where}: {d.message}")
-                          for d in err.diagnostics)
+            errors.extend(
+                dataclasses.replace(d, message=f"{line}: {where}: {d.message}")
+                for d in err.diagnostics
+            )
             continue
         count = len(errors)
         values = _validated(cls, params, "[preprocess]", locate, errors, index)
@@ -264,38 +293,105 @@ def _check_values(config: Config, locate: _Locator) -> None:
 
     def require(ok: bool, table: str, key: str, value: Any, expected: str, hint: str):
         if not ok:
-            errors.append(Diagnostic(
-                "config.value", f"{locate(table, key)}: [{table}] {key} must be {expected}",
-                stage=f"[{table}]", expected=expected, got=f"{key} = {value!r}", hint=hint,
-            ))
+            errors.append(
+                Diagnostic(
+                    "config.value",
+                    f"{locate(table, key)}: [{table}] {key} must be {expected}",
+                    stage=f"[{table}]",
+                    expected=expected,
+                    got=f"{key} = {value!r}",
+                    hint=hint,
+                )
+            )
 
     data, model, train = config.data, config.model, config.train
     fractions = data.val_fraction + data.test_fraction
-    require(0 <= data.val_fraction < 1, "data", "val_fraction", data.val_fraction,
-            "in [0, 1)", "val_fraction = 0.1")
-    require(0 <= data.test_fraction < 1, "data", "test_fraction", data.test_fraction,
-            "in [0, 1)", "test_fraction = 0.2")
-    require(fractions < 1, "data", "test_fraction", data.test_fraction,
-            "less than 1 - val_fraction", "leave some data for training")
-    require(data.source in ("digits", "synthetic") or data.path is not None, "data", "path",
-            data.path, f"set for source = {data.source!r}", 'path = "data/train"')
-    require(data.num_samples > 0, "data", "num_samples", data.num_samples, "> 0",
-            "num_samples = 1024")
-    require(data.size is None or min(data.size) > 0, "data", "size", data.size,
-            "two positive ints", "size = [64, 64]")
-    require(min(model.input) > 0, "model", "input", model.input,
-            "three positive ints (height, width, channels)", "input = [8, 8, 1]")
-    require(model.num_classes >= 2, "model", "num_classes", model.num_classes, ">= 2",
-            "num_classes = 10")
+    require(
+        0 <= data.val_fraction < 1,
+        "data",
+        "val_fraction",
+        data.val_fraction,
+        "in [0, 1)",
+        "val_fraction = 0.1",
+    )
+    require(
+        0 <= data.test_fraction < 1,
+        "data",
+        "test_fraction",
+        data.test_fraction,
+        "in [0, 1)",
+        "test_fraction = 0.2",
+    )
+    require(
+        fractions < 1,
+        "data",
+        "test_fraction",
+        data.test_fraction,
+        "less than 1 - val_fraction",
+        "leave some data for training",
+    )
+    require(
+        data.source in ("digits", "synthetic") or data.path is not None,
+        "data",
+        "path",
+        data.path,
+        f"set for source = {data.source!r}",
+        'path = "data/train"',
+    )
+    require(
+        data.num_samples > 0, "data", "num_samples", data.num_samples, "> 0", "num_samples = 1024"
+    )
+    require(
+        data.size is None or min(data.size) > 0,
+        "data",
+        "size",
+        data.size,
+        "two positive ints",
+        "size = [64, 64]",
+    )
+    require(
+        min(model.input) > 0,
+        "model",
+        "input",
+        model.input,
+        "three positive ints (height, width, channels)",
+        "input = [8, 8, 1]",
+    )
+    require(
+        model.num_classes >= 2,
+        "model",
+        "num_classes",
+        model.num_classes,
+        ">= 2",
+        "num_classes = 10",
+    )
     lo, hi = model.input_range
-    require(lo < hi, "model", "input_range", model.input_range, "[low, high] with low < high",
-            "input_range = [0.0, 1.0]")
+    require(
+        lo < hi,
+        "model",
+        "input_range",
+        model.input_range,
+        "[low, high] with low < high",
+        "input_range = [0.0, 1.0]",
+    )
     for key in ("epochs", "batch_size", "max_consecutive_skips"):
         value = getattr(train, key)
         require(value > 0, "train", key, value, "> 0", f"{key} = {getattr(TrainConfig, key)}")
-    require(train.learning_rate > 0, "train", "learning_rate", train.learning_rate, "> 0",
-            "learning_rate = 1e-3")
-    require(train.clip_global_norm is None or train.clip_global_norm > 0, "train",
-            "clip_global_norm", train.clip_global_norm, "> 0", "clip_global_norm = 1.0")
+    require(
+        train.learning_rate > 0,
+        "train",
+        "learning_rate",
+        train.learning_rate,
+        "> 0",
+        "learning_rate = 1e-3",
+    )
+    require(
+        train.clip_global_norm is None or train.clip_global_norm > 0,
+        "train",
+        "clip_global_norm",
+        train.clip_global_norm,
+        "> 0",
+        "clip_global_norm = 1.0",
+    )
     if errors:
         raise ConfigError(errors)

@@ -29,16 +29,23 @@ FORMAT = "typedpipe.model"
 VERSION = 1
 
 
-def export_model(directory: Path, config: Config, params, rest, spec: ImageSpec,
-                 class_names: tuple[str, ...]) -> None:
+def export_model(
+    directory: Path, config: Config, params, rest, spec: ImageSpec, class_names: tuple[str, ...]
+) -> None:
     """Write the bundle: `contract.json` and the weights (Orbax)."""
     directory.mkdir(parents=True, exist_ok=True)
-    contract = {"format": FORMAT, "version": VERSION, "input": dataclasses.asdict(spec),
-                "class_names": list(class_names), "config": config.to_toml()}
+    contract = {
+        "format": FORMAT,
+        "version": VERSION,
+        "input": dataclasses.asdict(spec),
+        "class_names": list(class_names),
+        "config": config.to_toml(),
+    }
     (directory / "contract.json").write_text(json.dumps(contract, indent=2) + "\n")
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save((directory / "weights").absolute(), {"params": params, "rest": rest},
-                          force=True)
+        checkpointer.save(
+            (directory / "weights").absolute(), {"params": params, "rest": rest}, force=True
+        )
 
 
 class ExportedModel:
@@ -57,17 +64,21 @@ class ExportedModel:
             raise ValueError(f"{directory} is not a typedpipe model bundle")
         self.config = parse_config(contract["config"])
         spec = contract["input"]
-        self.spec = ImageSpec(**{**spec, "value_range": spec["value_range"] and
-                                 tuple(spec["value_range"])})
+        self.spec = ImageSpec(
+            **{**spec, "value_range": spec["value_range"] and tuple(spec["value_range"])}
+        )
         self.class_names = tuple(contract["class_names"])
         m = self.config.model
-        abstract = nnx.eval_shape(lambda: build_model(m.name, m.input, m.num_classes, m.layers,
-                                                      rngs=nnx.Rngs(0)))
+        abstract = nnx.eval_shape(
+            lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
+        )
         abstract.eval()
         graph, params, rest = nnx.split(abstract, nnx.Param, ...)
         here = SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
-                              {"params": params, "rest": rest})
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
+            {"params": params, "rest": rest},
+        )
         with ocp.StandardCheckpointer() as checkpointer:
             weights = checkpointer.restore((directory / "weights").absolute(), target)
         self._graph = graph
@@ -92,17 +103,32 @@ class ExportedModel:
                 code, hint = "shape.rank", "pass a batch: (n, height, width, channels)"
             else:
                 code, hint = "dtype.input", f"pass {want.dtype} pixels, as the model was trained on"
-            raise ContractError(Diagnostic(
-                code, "the images do not match the exported model's input contract",
-                stage="input", expected=want.describe(), got=got, hint=hint))
+            raise ContractError(
+                Diagnostic(
+                    code,
+                    "the images do not match the exported model's input contract",
+                    stage="input",
+                    expected=want.describe(),
+                    got=got,
+                    hint=hint,
+                )
+            )
 
     def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities `(n, num_classes)` for images as stored `(n, h, w, c)`."""
         self.check(images)
-        return np.concatenate([
-            np.asarray(self._probabilities(self._weights, images[start:start + batch_size]))
-            for start in range(0, len(images), batch_size)
-        ]) if len(images) else np.zeros((0, len(self.class_names)), np.float32)
+        return (
+            np.concatenate(
+                [
+                    np.asarray(
+                        self._probabilities(self._weights, images[start : start + batch_size])
+                    )
+                    for start in range(0, len(images), batch_size)
+                ]
+            )
+            if len(images)
+            else np.zeros((0, len(self.class_names)), np.float32)
+        )
 
     def read_images(self, paths: list[Path]) -> np.ndarray:
         """Decode image files the way the model's data was stored: its channels and size.
@@ -121,16 +147,25 @@ class ExportedModel:
             except Exception as err:  # any decode failure is reported with the file
                 failed.append(f"{path}: {type(err).__name__}: {err}")
         if failed:
-            raise ContractError(Diagnostic(
-                "data.corrupt", f"{len(failed)} image file(s) cannot be decoded", stage="input",
-                expected="readable image files", got="decode errors",
-                hint="pass PNG, JPEG, BMP, GIF, WebP or TIFF files", items=tuple(failed)))
+            raise ContractError(
+                Diagnostic(
+                    "data.corrupt",
+                    f"{len(failed)} image file(s) cannot be decoded",
+                    stage="input",
+                    expected="readable image files",
+                    got="decode errors",
+                    hint="pass PNG, JPEG, BMP, GIF, WebP or TIFF files",
+                    items=tuple(failed),
+                )
+            )
         return np.stack(images)
 
     def evaluate(self, images: np.ndarray, class_ids: np.ndarray) -> dict[str, float]:
         """Accuracy and mean cross-entropy on `images` with their true class ids."""
         probabilities = self.predict(images)
         true = probabilities[np.arange(len(class_ids)), class_ids]
-        return {"accuracy": float((probabilities.argmax(-1) == class_ids).mean()),
-                "loss": float(-np.log(np.maximum(true, 1e-12)).mean()),
-                "images": len(class_ids)}
+        return {
+            "accuracy": float((probabilities.argmax(-1) == class_ids).mean()),
+            "loss": float(-np.log(np.maximum(true, 1e-12)).mean()),
+            "images": len(class_ids),
+        }

@@ -21,8 +21,9 @@ from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Dataset, Survey, labels_as, register
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                            ".ppm", ".pgm", ".pbm"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
 
 #: Files decoded by the survey to check their data and measure the value range.
 SAMPLE_SIZE = 256
@@ -103,7 +104,7 @@ def decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
 
 def _threaded(items: list, fn, threads: int = _THREADS) -> list:
     """`fn` over `items` in order, in chunks on Grain's reader threads, with prefetch."""
-    chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     dataset = grain.MapDataset.source(chunks).map(lambda chunk: [fn(item) for item in chunk])
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
     return [result for chunk in dataset.to_iter_dataset(options) for result in chunk]
@@ -119,7 +120,8 @@ def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
         (path, label)
         for label, name in enumerate(classes)
         for path in sorted((root / name).rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and not path.name.startswith(".")
         and path.is_file()
     ]
     return classes, files
@@ -129,65 +131,105 @@ def survey_folder(config: Config) -> Survey:
     """Audit an image folder from its headers and a decoded sample; never raises on data."""
     root = Path(config.data.path)
     if not root.is_dir():
-        return Survey.failed(_empty(f"no folder at {root}", f"path = {config.data.path!r}",
-                                    "set path under [data] to a folder of class sub-folders"))
+        return Survey.failed(
+            _empty(
+                f"no folder at {root}",
+                f"path = {config.data.path!r}",
+                "set path under [data] to a folder of class sub-folders",
+            )
+        )
     try:
         classes, files = _files(root)
     except OSError as err:
-        return Survey.failed(Diagnostic(
-            "data.corrupt", f"{root} cannot be listed: {err}", stage="data",
-            expected="a readable folder", got=type(err).__name__,
-            hint="check the folder's permissions", items=(str(root),)))
+        return Survey.failed(
+            Diagnostic(
+                "data.corrupt",
+                f"{root} cannot be listed: {err}",
+                stage="data",
+                expected="a readable folder",
+                got=type(err).__name__,
+                hint="check the folder's permissions",
+                items=(str(root),),
+            )
+        )
     if not classes:
-        return Survey.failed(_empty(
-            f"{root} has no class sub-folders", "path/<class>/<image>",
-            f"{sum(1 for p in root.iterdir() if p.is_file())} loose files",
-            f"move the images into one sub-folder per class: {root}/cat/1.png, {root}/dog/2.png"))
+        return Survey.failed(
+            _empty(
+                f"{root} has no class sub-folders",
+                "path/<class>/<image>",
+                f"{sum(1 for p in root.iterdir() if p.is_file())} loose files",
+                "move the images into one sub-folder per class: "
+                f"{root}/cat/1.png, {root}/dog/2.png",
+            )
+        )
     counts = collections.Counter(label for _, label in files)
     diagnostics = []
     empty = [name for label, name in enumerate(classes) if not counts[label]]
     if empty:
-        diagnostics.append(_empty(
-            f"{len(empty)} of {len(classes)} class folders hold no images",
-            "images in every class folder",
-            f"{len(empty)} empty", "add images to these folders or remove them", items=empty))
+        diagnostics.append(
+            _empty(
+                f"{len(empty)} of {len(classes)} class folders hold no images",
+                "images in every class folder",
+                f"{len(empty)} empty",
+                "add images to these folders or remove them",
+                items=empty,
+            )
+        )
 
     headers = _threaded(files, lambda item: read_header(*item))
     name = functools.partial(_relative, root)
     too_large = [h for h in headers if h.too_large]
     if too_large:
-        diagnostics.append(Diagnostic(
-            "data.too_large", f"{len(too_large)} file(s) declare more than "
-            f"{Image.MAX_IMAGE_PIXELS:,} pixels; refused before decoding", stage="data",
-            expected=f"at most {Image.MAX_IMAGE_PIXELS:,} pixels", got="a possible pixel bomb",
-            hint="remove these files, or shrink them with a trusted tool",
-            items=tuple(f"{name(h.path)}: {h.fault}" for h in too_large)))
+        diagnostics.append(
+            Diagnostic(
+                "data.too_large",
+                f"{len(too_large)} file(s) declare more than "
+                f"{Image.MAX_IMAGE_PIXELS:,} pixels; refused before decoding",
+                stage="data",
+                expected=f"at most {Image.MAX_IMAGE_PIXELS:,} pixels",
+                got="a possible pixel bomb",
+                hint="remove these files, or shrink them with a trusted tool",
+                items=tuple(f"{name(h.path)}: {h.fault}" for h in too_large),
+            )
+        )
     corrupt = [h for h in headers if h.fault and not h.too_large]
     readable = [h for h in headers if not h.fault]
     diagnostics.extend(_mixed(readable, config, name))
 
     # The sample decode catches truncated data that a header does not show.
-    sample = [readable[i] for i in np.linspace(0, len(readable) - 1,
-                                               min(SAMPLE_SIZE, len(readable)), dtype=int)]
+    sample = [
+        readable[i]
+        for i in np.linspace(0, len(readable) - 1, min(SAMPLE_SIZE, len(readable)), dtype=int)
+    ]
     decoded = _threaded([h.path for h in sample], functools.partial(_try_decode, config=config))
     for header, pixels in zip(sample, decoded, strict=True):
         if isinstance(pixels, str):
             corrupt.append(dataclasses.replace(header, fault=pixels))
     if corrupt:
-        diagnostics.append(Diagnostic(
-            "data.corrupt", f"{len(corrupt)} file(s) cannot be decoded", stage="data",
-            expected="readable image files", got=f"{len(corrupt)} unreadable or truncated",
-            hint="remove or replace these files (check skips nothing silently)",
-            items=tuple(f"{name(h.path)}: {h.fault}" for h in corrupt)))
+        diagnostics.append(
+            Diagnostic(
+                "data.corrupt",
+                f"{len(corrupt)} file(s) cannot be decoded",
+                stage="data",
+                expected="readable image files",
+                got=f"{len(corrupt)} unreadable or truncated",
+                hint="remove or replace these files (check skips nothing silently)",
+                items=tuple(f"{name(h.path)}: {h.fault}" for h in corrupt),
+            )
+        )
     bad_paths = {h.path for h in corrupt}
     good = [h for h in readable if h.path not in bad_paths]
     pixels = [p for p in decoded if not isinstance(p, str)]
     spec = _spec(good, pixels, config) if good else None
     label_format = config.data.labels
-    return Survey(spec, labels_as(label_format, np.array([h.label for h in good], np.int32),
-                                  len(classes)),
-                  LabelSpec(label_format, len(classes)), tuple(diagnostics),
-                  class_names=tuple(classes), files=tuple(h.path for h in good))
+    return Survey(
+        spec,
+        labels_as(label_format, np.array([h.label for h in good], np.int32), len(classes)),
+        LabelSpec(label_format, len(classes)),
+        tuple(diagnostics),
+        class_names=tuple(classes),
+        files=tuple(h.path for h in good),
+    )
 
 
 @register("imagefolder", survey=survey_folder)
@@ -195,8 +237,9 @@ def load_folder(config: Config, found: Survey) -> Dataset:
     """Decode every surveyed file on Grain threads into one `(n, h, w, c)` array."""
     spec = found.spec
     images = np.empty((len(found.files), *spec.shape), spec.dtype)
-    decoded = _threaded(list(found.files), functools.partial(_try_decode, config=config),
-                        _decode_threads(spec))
+    decoded = _threaded(
+        list(found.files), functools.partial(_try_decode, config=config), _decode_threads(spec)
+    )
     failed = []
     for index, (path, pixels) in enumerate(zip(found.files, decoded, strict=True)):
         if isinstance(pixels, str) or pixels.shape != images.shape[1:]:
@@ -204,10 +247,17 @@ def load_folder(config: Config, found: Survey) -> Dataset:
         else:
             images[index] = pixels
     if failed:
-        raise ContractError(Diagnostic(
-            "data.corrupt", f"{len(failed)} file(s) failed to decode", stage="data",
-            expected=f"readable {spec.describe()} images", got="decode errors",
-            hint="remove or replace these files, then run typedpipe check", items=tuple(failed)))
+        raise ContractError(
+            Diagnostic(
+                "data.corrupt",
+                f"{len(failed)} file(s) failed to decode",
+                stage="data",
+                expected=f"readable {spec.describe()} images",
+                got="decode errors",
+                hint="remove or replace these files, then run typedpipe check",
+                items=tuple(failed),
+            )
+        )
     return Dataset(images, found.labels, found.label_spec, found.class_names)
 
 
@@ -223,8 +273,15 @@ def _relative(root: Path, path: Path) -> str:
 
 
 def _empty(message: str, expected: str, got: str, hint: str, items=()) -> Diagnostic:
-    return Diagnostic("data.empty", message, stage="data", expected=expected, got=got,
-                      hint=hint, items=tuple(items))
+    return Diagnostic(
+        "data.empty",
+        message,
+        stage="data",
+        expected=expected,
+        got=got,
+        hint=hint,
+        items=tuple(items),
+    )
 
 
 def _mixed(headers: list[Header], config: Config, name) -> list[Diagnostic]:
@@ -235,24 +292,36 @@ def _mixed(headers: list[Header], config: Config, name) -> list[Diagnostic]:
         if len(sizes) > 1:
             height, width = _most_common(sizes)
             odd = [h for h in headers if (h.height, h.width) != (height, width)]
-            found.append(Diagnostic(
-                "data.size_mixed", f"{len(sizes)} different image sizes; {len(odd)} file(s) "
-                f"are not {height}x{width} (the most common)", stage="data",
-                expected=f"one size ({height}x{width})", got=f"{len(sizes)} sizes",
-                hint=f"resize at decode: size = [{height}, {width}] under [data]",
-                items=tuple(f"{name(h.path)} ({h.height}x{h.width})" for h in odd)))
+            found.append(
+                Diagnostic(
+                    "data.size_mixed",
+                    f"{len(sizes)} different image sizes; {len(odd)} file(s) "
+                    f"are not {height}x{width} (the most common)",
+                    stage="data",
+                    expected=f"one size ({height}x{width})",
+                    got=f"{len(sizes)} sizes",
+                    hint=f"resize at decode: size = [{height}, {width}] under [data]",
+                    items=tuple(f"{name(h.path)} ({h.height}x{h.width})" for h in odd),
+                )
+            )
     if config.data.mode == "keep":
         modes = collections.Counter(h.mode for h in headers)
         if len(modes) > 1:
             common = _most_common(modes)
             odd = [h for h in headers if h.mode != common]
             target = "gray" if common == "L" else "rgb"
-            found.append(Diagnostic(
-                "data.mode_mixed", f"files in {len(modes)} colour modes "
-                f"({', '.join(sorted(modes))}); {len(odd)} are not {common}", stage="data",
-                expected=f"one colour mode ({common})", got=", ".join(sorted(modes)),
-                hint=f'decode to one mode: mode = "{target}" under [data]',
-                items=tuple(f"{name(h.path)} ({h.mode})" for h in odd)))
+            found.append(
+                Diagnostic(
+                    "data.mode_mixed",
+                    f"files in {len(modes)} colour modes "
+                    f"({', '.join(sorted(modes))}); {len(odd)} are not {common}",
+                    stage="data",
+                    expected=f"one colour mode ({common})",
+                    got=", ".join(sorted(modes)),
+                    hint=f'decode to one mode: mode = "{target}" under [data]',
+                    items=tuple(f"{name(h.path)} ({h.mode})" for h in odd),
+                )
+            )
     return found
 
 

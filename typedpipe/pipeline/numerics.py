@@ -42,7 +42,8 @@ class OneHotCrossEntropy:
 
     @contract
     def __call__(
-        self, logits: Float[Array, "b {self.num_classes}"],
+        self,
+        logits: Float[Array, "b {self.num_classes}"],
         labels: Float[Array, "b {self.num_classes}"],
     ) -> Float[Array, " b"]:
         return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
@@ -54,8 +55,12 @@ def loss_for(label_format: str, num_classes: int):
 
 def all_finite(*trees: PyTree) -> Array:
     """True when every floating leaf of every tree is free of NaN and inf."""
-    leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)]
+    leaves = [
+        leaf
+        for tree in trees
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
+    ]
     if not leaves:
         return jnp.asarray(True)
     return jnp.stack([jnp.isfinite(leaf).all() for leaf in leaves]).all()
@@ -84,8 +89,11 @@ class LossScale:
 
     @classmethod
     def create(cls, enabled: bool, initial: float = 2.0**15) -> "LossScale":
-        return cls(jnp.asarray(initial if enabled else 1.0, jnp.float32),
-                   jnp.asarray(0, jnp.int32), enabled=enabled)
+        return cls(
+            jnp.asarray(initial if enabled else 1.0, jnp.float32),
+            jnp.asarray(0, jnp.int32),
+            enabled=enabled,
+        )
 
     def scale_loss(self, loss: Array) -> Array:
         return loss * self.scale if self.enabled else loss
@@ -99,7 +107,8 @@ class LossScale:
         if not self.enabled:
             return self
         grow = finite & (self.good_steps + 1 >= self.period)
-        scale = jnp.where(finite, jnp.where(grow, self.scale * 2, self.scale),
-                          jnp.maximum(self.scale / 2, 1.0))
+        scale = jnp.where(
+            finite, jnp.where(grow, self.scale * 2, self.scale), jnp.maximum(self.scale / 2, 1.0)
+        )
         good = jnp.where(finite & ~grow, self.good_steps + 1, 0)
         return dataclasses.replace(self, scale=scale, good_steps=good)

@@ -20,14 +20,17 @@ from typedpipe.pipeline.train import Trainer
 _HEADROOM = 0.9
 
 
-def check_step(config: Config, spec: ImageSpec, labels: np.ndarray, label_format: str,
-               devices: int = 1) -> list[Diagnostic]:
+def check_step(
+    config: Config, spec: ImageSpec, labels: np.ndarray, label_format: str, devices: int = 1
+) -> list[Diagnostic]:
     """Trace the train step on abstract values, then check its compiled memory."""
     key = jax.random.key(0)
 
     def batch(size: int) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
-        return (jax.ShapeDtypeStruct((size, *spec.shape), _device_dtype(spec.dtype)),
-                jax.ShapeDtypeStruct((size, *labels.shape[1:]), _device_dtype(labels.dtype)))
+        return (
+            jax.ShapeDtypeStruct((size, *spec.shape), _device_dtype(spec.dtype)),
+            jax.ShapeDtypeStruct((size, *labels.shape[1:]), _device_dtype(labels.dtype)),
+        )
 
     per_device = max(config.train.batch_size // devices, 1)
     try:
@@ -37,12 +40,17 @@ def check_step(config: Config, spec: ImageSpec, labels: np.ndarray, label_format
         return list(err.diagnostics)
     except Exception as err:  # reported with its code, never as a traceback
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return [Diagnostic(
-            "step.trace", f"the train step cannot be traced: {type(err).__name__}: "
-            f"{first_line}", stage="train step", expected="a step that traces",
-            got=type(err).__name__,
-            hint="run typedpipe summary to see the shapes; if the config is valid, this is a "
-                 "typedpipe bug: please report it with the config")]
+        return [
+            Diagnostic(
+                "step.trace",
+                f"the train step cannot be traced: {type(err).__name__}: {first_line}",
+                stage="train step",
+                expected="a step that traces",
+                got=type(err).__name__,
+                hint="run typedpipe summary to see the shapes; if the config is valid, this is a "
+                "typedpipe bug: please report it with the config",
+            )
+        ]
 
     def step_bytes(size: int) -> int | None:
         compiled = trainer.train_step.lower(trainer.state, *batch(size), key).compile()
@@ -60,13 +68,21 @@ def check_step(config: Config, spec: ImageSpec, labels: np.ndarray, label_format
         fits = 2 ** int(np.log2(fits)) if fits >= 8 else fits
         hint = f"batch_size = {fits} under [train] (the largest power of two that fits)"
     else:
-        hint = ("even one image does not fit: lower [model] input, use a smaller model, or "
-                'precision = "bfloat16" under [train]')
-    return [Diagnostic(
-        "memory.exceeds", f"the compiled train step needs {_gib(need)} per device for batch "
-        f"{config.train.batch_size}; {where} is {_gib(limit)}", stage="[train]",
-        expected=f"at most {_gib(limit * _HEADROOM)} ({_HEADROOM:.0%} of {where})",
-        got=f"{_gib(need)} for batch_size = {config.train.batch_size}", hint=hint)]
+        hint = (
+            "even one image does not fit: lower [model] input, use a smaller model, or "
+            'precision = "bfloat16" under [train]'
+        )
+    return [
+        Diagnostic(
+            "memory.exceeds",
+            f"the compiled train step needs {_gib(need)} per device for batch "
+            f"{config.train.batch_size}; {where} is {_gib(limit)}",
+            stage="[train]",
+            expected=f"at most {_gib(limit * _HEADROOM)} ({_HEADROOM:.0%} of {where})",
+            got=f"{_gib(need)} for batch_size = {config.train.batch_size}",
+            hint=hint,
+        )
+    ]
 
 
 def device_memory() -> tuple[int, str]:
@@ -83,9 +99,13 @@ def compiled_bytes(compiled) -> int | None:
     stats = compiled.memory_analysis()
     if stats is None:  # a backend without memory analysis
         return None
-    return (stats.argument_size_in_bytes + stats.output_size_in_bytes
-            - stats.alias_size_in_bytes + stats.temp_size_in_bytes
-            + stats.generated_code_size_in_bytes)
+    return (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+        + stats.generated_code_size_in_bytes
+    )
 
 
 def _device_dtype(dtype) -> np.dtype:

@@ -10,8 +10,14 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 
-def write_report(path: Path, history: list[dict], true: np.ndarray, predicted: np.ndarray,
-                 class_names: tuple[str, ...], title: str) -> None:
+def write_report(
+    path: Path,
+    history: list[dict],
+    true: np.ndarray,
+    predicted: np.ndarray,
+    class_names: tuple[str, ...],
+    title: str,
+) -> None:
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax, cm_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
     fig.suptitle(title)
@@ -26,16 +32,20 @@ def write_report(path: Path, history: list[dict], true: np.ndarray, predicted: n
     labels = np.arange(len(class_names))
     matrix = confusion_matrix(true, predicted, labels=labels)
     cm_ax.imshow(matrix, cmap="Blues")
-    cm_ax.set(title=f"test confusion (accuracy {np.mean(true == predicted):.3f})",
-              xlabel="predicted", ylabel="true", xticks=labels, yticks=labels)
+    cm_ax.set(
+        title=f"test confusion (accuracy {np.mean(true == predicted):.3f})",
+        xlabel="predicted",
+        ylabel="true",
+        xticks=labels,
+        yticks=labels,
+    )
     if len(labels) <= 20:
         cm_ax.set_xticklabels(class_names, rotation=90)
         cm_ax.set_yticklabels(class_names)
         for (row, col), count in np.ndenumerate(matrix):
             if count:
                 color = "white" if count > matrix.max() / 2 else "black"
-                cm_ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
-                           color=color)
+                cm_ax.text(col, row, str(count), ha="center", va="center", fontsize=7, color=color)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -35,9 +35,16 @@ class Callbacks:
     on_epoch: Callable[[EpochStats], None] = lambda stats: None
 
 
-def train_run(config: Config, out: Path, *, epochs: int | None = None,
-              max_steps: int | None = None, resume: bool = False, devices: int | None = None,
-              callbacks: Callbacks | None = None) -> dict:
+def train_run(
+    config: Config,
+    out: Path,
+    *,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    resume: bool = False,
+    devices: int | None = None,
+    callbacks: Callbacks | None = None,
+) -> dict:
     """Check, then train `config`, writing the run folder to `out`.
 
     Returns:
@@ -49,8 +56,7 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
     """
     callbacks = callbacks or Callbacks()
     if epochs is not None:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train,
-                                                                       epochs=epochs))
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
     placement = Placement(devices=devices if devices is not None else 1)
     callbacks.on_phase("checking the pipeline and its data")
     survey = sources.survey(config)
@@ -59,8 +65,7 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
         raise ContractError(found)
     callbacks.on_phase("loading the data")
     dataset = sources.load(config, survey)
-    parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction,
-                          config.seed)
+    parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction, config.seed)
 
     train = config.train
     steps_per_epoch = len(parts.train) // train.batch_size
@@ -89,9 +94,16 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
     callbacks.on_start(train.epochs - start_epoch, steps_per_epoch)
     started = time.perf_counter()
     try:
-        counts = fit(trainer, parts.train, parts.val, epochs=train.epochs,
-                     start_epoch=start_epoch, max_steps=max_steps, on_epoch=on_epoch,
-                     on_step=callbacks.on_step)
+        counts = fit(
+            trainer,
+            parts.train,
+            parts.val,
+            epochs=train.epochs,
+            start_epoch=start_epoch,
+            max_steps=max_steps,
+            on_epoch=on_epoch,
+            on_step=callbacks.on_step,
+        )
     finally:
         checkpoints.close()
     train_seconds = time.perf_counter() - started
@@ -110,9 +122,20 @@ def train_run(config: Config, out: Path, *, epochs: int | None = None,
         "device_kind": jax.devices()[0].device_kind,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    export_model(out / "model", config, trainer.state.params, trainer.state.rest, dataset.spec,
-                 dataset.class_names)
-    write_report(out / "report.png", history, parts.test.class_ids,
-                 np.asarray(test["predictions"]), dataset.class_names,
-                 f"{config.name}: {config.model.name} on {config.data.source}")
+    export_model(
+        out / "model",
+        config,
+        trainer.state.params,
+        trainer.state.rest,
+        dataset.spec,
+        dataset.class_names,
+    )
+    write_report(
+        out / "report.png",
+        history,
+        parts.test.class_ids,
+        np.asarray(test["predictions"]),
+        dataset.class_names,
+        f"{config.name}: {config.model.name} on {config.data.source}",
+    )
     return metrics

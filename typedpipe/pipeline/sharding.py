@@ -20,12 +20,17 @@ class Placement:
         available = jax.devices()
         count = devices or len(available)
         if not 1 <= count <= len(available):
-            raise ConfigError(Diagnostic(
-                "config.value", f"--devices {count}: this machine has {len(available)} "
-                f"{available[0].platform} device(s)", stage="devices",
-                expected=f"1..{len(available)}", got=str(count),
-                hint=f"use --devices {len(available)} or fewer",
-            ))
+            raise ConfigError(
+                Diagnostic(
+                    "config.value",
+                    f"--devices {count}: this machine has {len(available)} "
+                    f"{available[0].platform} device(s)",
+                    stage="devices",
+                    expected=f"1..{len(available)}",
+                    got=str(count),
+                    hint=f"use --devices {len(available)} or fewer",
+                )
+            )
         self.mesh = Mesh(np.array(available[:count]), ("data",))
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())

@@ -14,7 +14,6 @@ Every source offers two things:
 
 import dataclasses
 import functools
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,18 +47,26 @@ class Dataset:
         return class_ids(self.labels)
 
     def take(self, indices: np.ndarray) -> "Dataset":
-        return Dataset(self.images[indices], self.labels[indices], self.label_spec,
-                       self.class_names)
+        return Dataset(
+            self.images[indices], self.labels[indices], self.label_spec, self.class_names
+        )
 
     def survey(self) -> "Survey":
         """The audit of arrays already in memory: emptiness and NaN/inf pixels."""
         if not len(self):
-            return Survey.failed(Diagnostic(
-                "data.empty", "the source holds no images", stage="data",
-                expected="at least one image", got=f"images {self.images.shape}",
-                hint="point [data] path at a file or folder with images"))
-        return Survey(self.spec, self.labels, self.label_spec, tuple(_nonfinite(self.images)),
-                      dataset=self)
+            return Survey.failed(
+                Diagnostic(
+                    "data.empty",
+                    "the source holds no images",
+                    stage="data",
+                    expected="at least one image",
+                    got=f"images {self.images.shape}",
+                    hint="point [data] path at a file or folder with images",
+                )
+            )
+        return Survey(
+            self.spec, self.labels, self.label_spec, tuple(_nonfinite(self.images)), dataset=self
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,8 +165,7 @@ def spec_of(images: np.ndarray) -> ImageSpec:
         channels, height, width = images.shape[1:]
         layout = "nchw"
     else:
-        height, width, channels = images.shape[1:4] if images.ndim == 4 else (*images.shape[1:],
-                                                                              1)
+        height, width, channels = images.shape[1:4] if images.ndim == 4 else (*images.shape[1:], 1)
         layout = "nhwc"
     if images.size == 0:
         value_range = None
@@ -177,12 +183,17 @@ def _nonfinite(images: np.ndarray) -> list[Diagnostic]:
     bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
     if not bad.size:
         return []
-    return [Diagnostic(
-        "value.nonfinite", f"{bad.size} image(s) hold NaN or inf pixels", stage="data",
-        expected="finite pixels", got=f"NaN/inf in {bad.size} of {len(images)} images",
-        hint="drop or repair these images before training (their indices are listed)",
-        items=tuple(f"#{i}" for i in bad),
-    )]
+    return [
+        Diagnostic(
+            "value.nonfinite",
+            f"{bad.size} image(s) hold NaN or inf pixels",
+            stage="data",
+            expected="finite pixels",
+            got=f"NaN/inf in {bad.size} of {len(images)} images",
+            hint="drop or repair these images before training (their indices are listed)",
+            items=tuple(f"#{i}" for i in bad),
+        )
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,8 +203,9 @@ class Splits:
     test: Dataset
 
 
-def split_indices(classes: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    classes: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stratified train/val/test indices: every class keeps its share in each part.
 
     Raises:
@@ -205,18 +217,23 @@ def split_indices(classes: np.ndarray, val_fraction: float, test_fraction: float
         if fraction == 0:
             return pool, pool[:0]
         try:
-            return train_test_split(pool, test_size=fraction, random_state=seed,
-                                    stratify=classes[pool])
+            return train_test_split(
+                pool, test_size=fraction, random_state=seed, stratify=classes[pool]
+            )
         except ValueError as err:
             values, counts = np.unique(classes, return_counts=True)
-            raise ContractError(Diagnostic(
-                "data.too_few", f"the data cannot be split by class: {err}", stage="data",
-                expected="enough images per class for train, val and test",
-                got=f"{len(classes)} images; the smallest class ({values[counts.argmin()]}) "
+            raise ContractError(
+                Diagnostic(
+                    "data.too_few",
+                    f"the data cannot be split by class: {err}",
+                    stage="data",
+                    expected="enough images per class for train, val and test",
+                    got=f"{len(classes)} images; the smallest class ({values[counts.argmin()]}) "
                     f"has {counts.min()}",
-                hint="add images to the smallest classes, or lower val_fraction and "
-                     "test_fraction under [data] (0 skips that split)",
-            )) from None
+                    hint="add images to the smallest classes, or lower val_fraction and "
+                    "test_fraction under [data] (0 skips that split)",
+                )
+            ) from None
 
     rest, test = cut(indices, test_fraction)
     train, val = cut(rest, val_fraction / (1.0 - test_fraction))
@@ -250,109 +267,9 @@ def load_digits_dataset(config: Config | None = None) -> Dataset:
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     label_format = config.data.labels if config else "int"
-    return Dataset(images, labels_as(label_format, digits.target, 10),
-                   LabelSpec(label_format, 10), tuple(map(str, range(10))))
-
-
-@register("npz")
-def load_npz(config: Config) -> Dataset:
-    """Arrays `images` (n, h, w[, c]) and `labels` (n,) or (n, k) from one `.npz` file."""
-    path = Path(config.data.path)
-    if not path.is_file():
-        raise ContractError(Diagnostic(
-            "data.empty", f"no file at {path}", stage="data", expected="an .npz file",
-            got=f"path = {config.data.path!r}", hint="set path under [data] to an existing .npz"))
-    try:
-        if not zipfile.is_zipfile(path):
-            raise ValueError("it is not an .npz archive")
-        with np.load(path, allow_pickle=False) as arrays:
-            missing = sorted({"images", "labels"} - set(arrays.files))
-            if missing:
-                raise ValueError(f"it has no array named {' or '.join(map(repr, missing))} "
-                                 f"(it holds {', '.join(arrays.files) or 'nothing'})")
-            images, labels = arrays["images"], arrays["labels"]
-    except Exception as err:  # zip, header, pickle or I/O: all mean "unreadable"
-        raise ContractError(Diagnostic(
-            "data.corrupt", f"{path} cannot be read: {err}", stage="data",
-            expected="an .npz with arrays images and labels", got=type(err).__name__,
-            hint="write it with np.savez(path, images=images, labels=labels)",
-            items=(str(path),))) from None
-    faults = _array_faults(images, labels, config.data.layout)
-    if faults:
-        raise ContractError(faults)
-    if config.data.layout == "nchw" and images.ndim == 4:
-        images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
-    if images.ndim == 3:
-        images = images[..., None]
-    if labels.ndim == 2:
-        label_spec = LabelSpec("onehot", labels.shape[1])
-    else:
-        label_spec = LabelSpec("int", int(labels.max()) + 1 if labels.size else 0)
-    names = tuple(map(str, range(label_spec.num_classes)))
-    return Dataset(images, labels, label_spec, names)
-
-
-def _array_faults(images: np.ndarray, labels: np.ndarray, layout: str) -> list[Diagnostic]:
-    """What makes stored arrays unusable before any spec can be measured."""
-    found = []
-
-    def fault(code: str, message: str, expected: str, got: str, hint: str, stage="data"):
-        found.append(Diagnostic(code, message, stage=stage, expected=expected, got=got,
-                                hint=hint))
-
-    shape = "x".join(map(str, images.shape))
-    if images.ndim not in (3, 4):
-        fault("shape.rank", f"images have {images.ndim} axes", "(n, h, w) or (n, h, w, c)",
-              f"images {shape}", "store images as (n, h, w, c), or (n, h, w) for grayscale")
-    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
-        fault("dtype.input", f"images of dtype {images.dtype}", "uint8 or float pixels",
-              str(images.dtype), "store images as uint8 (0..255) or float32")
-    if images.ndim == 4 and layout == "nchw" and images.shape[3] in (1, 3, 4) \
-            and images.shape[1] not in (1, 3, 4):
-        fault("shape.layout", 'layout = "nchw" but the images look channels-last',
-              "n c h w", f"images {shape}", 'set layout = "nhwc" under [data]')
-    if labels.ndim not in (1, 2):
-        fault("labels.format", f"labels have {labels.ndim} axes", "(n,) ids or (n, k) one-hot",
-              f"labels {'x'.join(map(str, labels.shape))}",
-              "store labels as (n,) integer class ids", stage="labels")
-    elif labels.ndim == 1 and not np.issubdtype(labels.dtype, np.integer):
-        fault("labels.format", f"class ids of dtype {labels.dtype}", "integer class ids",
-              str(labels.dtype), "store the labels as integers: labels.astype(np.int32)",
-              stage="labels")
-    if len(images) != len(labels):
-        fault("data.mismatch", f"{len(images)} images but {len(labels)} labels",
-              "one label per image", f"images {len(images)}, labels {len(labels)}",
-              "store exactly one label per image, in the same order")
-    return found
-
-
-def _synthetic_ids(config: Config) -> np.ndarray:
-    rng = np.random.default_rng(config.seed)
-    return rng.permutation(np.arange(config.data.num_samples) % config.model.num_classes)
-
-
-def _survey_synthetic(config: Config) -> Survey:
-    """The synthetic data's spec, known from the config: nothing is generated."""
-    num_classes = config.model.num_classes
-    label_format = config.data.labels
-    spec = ImageSpec(*config.model.input, "float32", config.model.input_range)
-    return Survey(spec, labels_as(label_format, _synthetic_ids(config), num_classes),
-                  LabelSpec(label_format, num_classes))
-
-
-@register("synthetic", survey=_survey_synthetic)
-def load_synthetic(config: Config, found: Survey) -> Dataset:
-    """`num_samples` float32 images matching the model's input contract, learnable.
-
-    Each class has its own random pattern; an image is its class pattern plus as
-    much uniform noise, scaled into `[model] input_range`.
-    """
-    rng = np.random.default_rng(config.seed + 1)
-    height, width, channels = config.model.input
-    shape = (height, width, channels)
-    patterns = rng.uniform(size=(config.model.num_classes, *shape)).astype(np.float32)
-    noise = rng.uniform(size=(config.data.num_samples, *shape)).astype(np.float32)
-    lo, hi = config.model.input_range
-    images = lo + (hi - lo) * (0.5 * patterns[found.class_ids] + 0.5 * noise)
-    names = tuple(map(str, range(config.model.num_classes)))
-    return Dataset(images.astype(np.float32), found.labels, found.label_spec, names)
+    return Dataset(
+        images,
+        labels_as(label_format, digits.target, 10),
+        LabelSpec(label_format, 10),
+        tuple(map(str, range(10))),
+    )

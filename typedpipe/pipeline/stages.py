@@ -42,11 +42,16 @@ def register(cls: type["Stage"]) -> type["Stage"]:
 def make_stage(op: str, **params: Any) -> "Stage":
     """Build a registered stage by name, e.g. `make_stage("resize", height=32, width=32)`."""
     if op not in STAGES:
-        raise ConfigError(Diagnostic(
-            "config.unknown_op", f"no preprocessing op named {op!r}", stage="preprocess",
-            expected=", ".join(sorted(STAGES)), got=op,
-            hint=f"{suggest(op, STAGES)} (ops: {', '.join(sorted(STAGES))})",
-        ))
+        raise ConfigError(
+            Diagnostic(
+                "config.unknown_op",
+                f"no preprocessing op named {op!r}",
+                stage="preprocess",
+                expected=", ".join(sorted(STAGES)),
+                got=op,
+                hint=f"{suggest(op, STAGES)} (ops: {', '.join(sorted(STAGES))})",
+            )
+        )
     return STAGES[op](**params)
 
 
@@ -65,26 +70,54 @@ class Stage:
         raise NotImplementedError
 
     def _fail(self, code: str, message: str, spec: ImageSpec, expected: str, hint: str):
-        raise ContractError(Diagnostic(
-            code, message, stage=self.name, expected=expected, got=spec.describe(), hint=hint,
-        ))
+        raise ContractError(
+            Diagnostic(
+                code,
+                message,
+                stage=self.name,
+                expected=expected,
+                got=spec.describe(),
+                hint=hint,
+            )
+        )
 
-    def _require(self, spec: ImageSpec, *, dtype: Literal["float", "int", "any"],
-                 channels: int | None = None) -> None:
+    def _require(
+        self, spec: ImageSpec, *, dtype: Literal["float", "int", "any"], channels: int | None = None
+    ) -> None:
         """The checks most stages share: channels-last, dtype family, channel count."""
         want_dims = f"b h w {channels if channels is not None else 'c'}"
         if spec.layout != "nhwc":
-            self._fail("shape.layout", "stages expect channels-last images", spec,
-                       f"{dtype} {want_dims}", hints.layout())
+            self._fail(
+                "shape.layout",
+                "stages expect channels-last images",
+                spec,
+                f"{dtype} {want_dims}",
+                hints.layout(),
+            )
         if dtype == "float" and not spec.is_float:
-            self._fail("dtype.input", f"{self.op} needs float pixels, got {spec.dtype}", spec,
-                       f"float {want_dims}", hints.dtype(expected_float=True))
+            self._fail(
+                "dtype.input",
+                f"{self.op} needs float pixels, got {spec.dtype}",
+                spec,
+                f"float {want_dims}",
+                hints.dtype(expected_float=True),
+            )
         if dtype == "int" and spec.is_float:
-            self._fail("dtype.input", f"{self.op} needs integer pixels, got {spec.dtype}", spec,
-                       f"uint8 {want_dims}", hints.dtype(expected_float=False))
+            self._fail(
+                "dtype.input",
+                f"{self.op} needs integer pixels, got {spec.dtype}",
+                spec,
+                f"uint8 {want_dims}",
+                hints.dtype(expected_float=False),
+            )
         if channels is not None and spec.channels != channels:
-            self._fail("shape.channels", f"{self.op} needs {channels} channel(s)", spec,
-                       f"{dtype} {want_dims}", hints.channels(channels, spec.channels))
+            self._fail(
+                "shape.channels",
+                f"{self.op} needs {channels} channel(s)",
+                spec,
+                f"{dtype} {want_dims}",
+                hints.channels(channels, spec.channels),
+            )
 
 
 def _spec_of(images: Array) -> ImageSpec:
@@ -96,11 +129,16 @@ def _spec_of(images: Array) -> ImageSpec:
 def _positive(stage: Stage, **values: float) -> None:
     for key, value in values.items():
         if not value > 0:
-            raise ConfigError(Diagnostic(
-                "config.value", f"{stage.op}: {key} must be > 0", stage=stage.op,
-                expected=f"{key} > 0", got=f"{key} = {value}",
-                hint=f"set {key} to a positive value",
-            ))
+            raise ConfigError(
+                Diagnostic(
+                    "config.value",
+                    f"{stage.op}: {key} must be > 0",
+                    stage=stage.op,
+                    expected=f"{key} > 0",
+                    got=f"{key} = {value}",
+                    hint=f"set {key} to a positive value",
+                )
+            )
 
 
 @register
@@ -138,11 +176,16 @@ class Normalize(Stage):
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
         if len(self.mean) != len(self.std):
-            raise ConfigError(Diagnostic(
-                "config.value", "normalize: mean and std need one entry per channel each",
-                stage=self.op, expected=f"len(std) == len(mean) == {len(self.mean)}",
-                got=f"len(std) = {len(self.std)}", hint="give mean and std the same length",
-            ))
+            raise ConfigError(
+                Diagnostic(
+                    "config.value",
+                    "normalize: mean and std need one entry per channel each",
+                    stage=self.op,
+                    expected=f"len(std) == len(mean) == {len(self.mean)}",
+                    got=f"len(std) = {len(self.std)}",
+                    hint="give mean and std the same length",
+                )
+            )
         _positive(self, **{f"std[{i}]": s for i, s in enumerate(self.std)})
 
     @property
@@ -210,9 +253,13 @@ class CenterCrop(Stage):
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
         self._require(spec, dtype="any")
         if spec.height < self.height or spec.width < self.width:
-            self._fail("shape.spatial", f"cannot crop {self.height}x{self.width} from "
-                       f"{spec.height}x{spec.width}", spec, f"at least b {self.height} "
-                       f"{self.width} c", hints.spatial(self.height, self.width))
+            self._fail(
+                "shape.spatial",
+                f"cannot crop {self.height}x{self.width} from {spec.height}x{spec.width}",
+                spec,
+                f"at least b {self.height} {self.width} c",
+                hints.spatial(self.height, self.width),
+            )
         return dataclasses.replace(spec, height=self.height, width=self.width)
 
     @contract
@@ -222,7 +269,7 @@ class CenterCrop(Stage):
         self.in_spec(_spec_of(images))
         top = (images.shape[1] - self.height) // 2
         left = (images.shape[2] - self.width) // 2
-        return images[:, top:top + self.height, left:left + self.width, :]
+        return images[:, top : top + self.height, left : left + self.width, :]
 
 
 @register
@@ -241,18 +288,25 @@ class RandomCrop(Stage):
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
         self._require(spec, dtype="any")
-        if (spec.height + 2 * self.padding < self.height
-                or spec.width + 2 * self.padding < self.width):
-            self._fail("shape.spatial", f"cannot crop {self.height}x{self.width} from "
-                       f"{spec.height}x{spec.width} padded by {self.padding}", spec,
-                       f"at least b {self.height} {self.width} c",
-                       hints.spatial(self.height, self.width))
+        if (
+            spec.height + 2 * self.padding < self.height
+            or spec.width + 2 * self.padding < self.width
+        ):
+            self._fail(
+                "shape.spatial",
+                f"cannot crop {self.height}x{self.width} from "
+                f"{spec.height}x{spec.width} padded by {self.padding}",
+                spec,
+                f"at least b {self.height} {self.width} c",
+                hints.spatial(self.height, self.width),
+            )
         value_range = spec.value_range
         if self.padding and value_range is not None:
             # Zero padding adds the value 0 to the range.
             value_range = (min(value_range[0], 0.0), max(value_range[1], 0.0))
-        return dataclasses.replace(spec, height=self.height, width=self.width,
-                                   value_range=value_range)
+        return dataclasses.replace(
+            spec, height=self.height, width=self.width, value_range=value_range
+        )
 
     @contract
     def __call__(
@@ -268,8 +322,7 @@ class RandomCrop(Stage):
             top_key, left_key = jax.random.split(image_key)
             top = jax.random.randint(top_key, (), 0, height - self.height + 1)
             left = jax.random.randint(left_key, (), 0, width - self.width + 1)
-            return jax.lax.dynamic_slice(image, (top, left, 0),
-                                         (self.height, self.width, channels))
+            return jax.lax.dynamic_slice(image, (top, left, 0), (self.height, self.width, channels))
 
         return jax.vmap(crop)(padded, keys)
 
@@ -289,8 +342,9 @@ class RandomFlip(Stage):
         return spec
 
     @contract
-    def __call__(self, images: Shaped[Array, "b h w c"], key: PRNGKeyArray
-                 ) -> Shaped[Array, "b h w c"]:
+    def __call__(
+        self, images: Shaped[Array, "b h w c"], key: PRNGKeyArray
+    ) -> Shaped[Array, "b h w c"]:
         h_key, v_key = jax.random.split(key)
         batch = images.shape[0]
         if self.horizontal:
@@ -368,8 +422,9 @@ class Preprocess:
         specs = self.flow(spec)
         return specs[-1] if specs else spec
 
-    def __call__(self, images: Array, key: PRNGKeyArray | None = None, *,
-                 train: bool = False) -> Array:
+    def __call__(
+        self, images: Array, key: PRNGKeyArray | None = None, *, train: bool = False
+    ) -> Array:
         """Apply the stages; augmentations only when `train` (and then `key` is required)."""
         for stage in self.stages:
             if stage.augmentation:

@@ -59,8 +59,9 @@ def make_optimizer(train: TrainConfig, total_steps: int) -> optax.GradientTransf
     return optax.chain(optax.clip_by_global_norm(train.clip_global_norm), optimizer)
 
 
-def batches(dataset: Dataset, batch_size: int, rng: np.random.Generator | None = None
-            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def batches(
+    dataset: Dataset, batch_size: int, rng: np.random.Generator | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(images, labels, mask) batches of exactly `batch_size`, so the step compiles once.
 
     Shuffled with `rng` for training, which then drops the last partial batch;
@@ -68,7 +69,7 @@ def batches(dataset: Dataset, batch_size: int, rng: np.random.Generator | None =
     """
     order = rng.permutation(len(dataset)) if rng is not None else np.arange(len(dataset))
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+        index = order[start : start + batch_size]
         if len(index) < batch_size:
             if rng is not None:
                 return
@@ -80,8 +81,15 @@ def batches(dataset: Dataset, batch_size: int, rng: np.random.Generator | None =
 class Trainer:
     """The compiled train and eval steps of one config, and the state they carry."""
 
-    def __init__(self, config: Config, label_format: str, steps_per_epoch: int,
-                 placement: Placement | None = None, *, abstract: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        label_format: str,
+        steps_per_epoch: int,
+        placement: Placement | None = None,
+        *,
+        abstract: bool = False,
+    ):
         """With `abstract`, the state holds only shapes and dtypes: nothing is allocated,
         and the steps can be traced or compiled but not run (see `preflight`)."""
         self.config = config
@@ -92,8 +100,7 @@ class Trainer:
 
         def make_model() -> Classifier:
             m = config.model
-            return build_model(m.name, m.input, m.num_classes, m.layers,
-                               rngs=nnx.Rngs(config.seed))
+            return build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(config.seed))
 
         model = nnx.eval_shape(make_model) if abstract else make_model()
         model.train()
@@ -104,9 +111,12 @@ class Trainer:
         self.tx = make_optimizer(config.train, total_steps)
         opt_state = jax.eval_shape(self.tx.init, params) if abstract else self.tx.init(params)
         state = TrainState(
-            params, rest, opt_state,
+            params,
+            rest,
+            opt_state,
             LossScale.create(enabled=config.train.precision == "float16"),
-            jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32),
+            jnp.asarray(0, jnp.int32),
+            jnp.asarray(0, jnp.int32),
         )
         self.state = state if abstract else self.placement.replicate(state)
         self.train_step = jax.jit(self._train_step, donate_argnums=0)
@@ -119,8 +129,12 @@ class Trainer:
 
     def _cast(self, tree: PyTree) -> PyTree:
         def cast(leaf):
-            return leaf.astype(self.compute_dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) \
+            return (
+                leaf.astype(self.compute_dtype)
+                if jnp.issubdtype(leaf.dtype, jnp.floating)
                 else leaf
+            )
+
         return jax.tree.map(cast, tree)
 
     def _logits(self, graph, params, rest, images) -> tuple[Array, PyTree]:
@@ -172,15 +186,21 @@ class Trainer:
         predictions, loss_sum = [], 0.0
         for images, labels, mask in batches(dataset, batch_size):
             preds, batch_loss = self.eval_step(
-                self.state, self.placement.batch(images), self.placement.batch(labels),
-                self.placement.batch(mask))
+                self.state,
+                self.placement.batch(images),
+                self.placement.batch(labels),
+                self.placement.batch(mask),
+            )
             predictions.append(np.asarray(preds)[mask])
             loss_sum += float(batch_loss)
         if not predictions:
             return {"accuracy": float("nan"), "loss": float("nan"), "predictions": np.array([])}
         predicted = np.concatenate(predictions)
-        return {"accuracy": float((predicted == dataset.class_ids).mean()),
-                "loss": loss_sum / len(dataset), "predictions": predicted}
+        return {
+            "accuracy": float((predicted == dataset.class_ids).mean()),
+            "loss": loss_sum / len(dataset),
+            "predictions": predicted,
+        }
 
 
 def first_nonfinite_layer(model: Classifier, images: Array, preprocess: Preprocess) -> str:
@@ -206,9 +226,17 @@ class EpochStats:
     skipped_steps: int
 
 
-def fit(trainer: Trainer, train: Dataset, val: Dataset, *, epochs: int, start_epoch: int = 0,
-        max_steps: int | None = None, on_epoch: Callable[[EpochStats], None] = lambda s: None,
-        on_step: Callable[[int, float], None] = lambda step, loss: None) -> dict[str, float]:
+def fit(
+    trainer: Trainer,
+    train: Dataset,
+    val: Dataset,
+    *,
+    epochs: int,
+    start_epoch: int = 0,
+    max_steps: int | None = None,
+    on_epoch: Callable[[EpochStats], None] = lambda s: None,
+    on_step: Callable[[int, float], None] = lambda step, loss: None,
+) -> dict[str, float]:
     """Train `trainer` for `epochs`; returns timing and step counts.
 
     Raises:
@@ -225,7 +253,8 @@ def fit(trainer: Trainer, train: Dataset, val: Dataset, *, epochs: int, start_ep
         for images, labels, _ in batches(train, config.batch_size, rng):
             key = jax.random.fold_in(base_key, epoch * 1_000_003 + steps)
             trainer.state, metrics = trainer.train_step(
-                trainer.state, placement.batch(images), placement.batch(labels), key)
+                trainer.state, placement.batch(images), placement.batch(labels), key
+            )
             pending.append(metrics)
             recent.append(images)
             steps += 1
@@ -245,19 +274,26 @@ def fit(trainer: Trainer, train: Dataset, val: Dataset, *, epochs: int, start_ep
         fetched = jax.device_get(pending)
         count = max(len(fetched), 1) * config.batch_size
         val_metrics = trainer.evaluate(val, config.batch_size)
-        on_epoch(EpochStats(
-            epoch=epoch + 1,
-            train_loss=float(np.mean([m["loss"] for m in fetched if m["finite"]] or [np.nan])),
-            train_accuracy=float(sum(m["correct"] for m in fetched) / count),
-            val_loss=float(val_metrics["loss"]), val_accuracy=float(val_metrics["accuracy"]),
-            seconds=seconds, skipped_steps=int(trainer.state.skipped),
-        ))
+        on_epoch(
+            EpochStats(
+                epoch=epoch + 1,
+                train_loss=float(np.mean([m["loss"] for m in fetched if m["finite"]] or [np.nan])),
+                train_accuracy=float(sum(m["correct"] for m in fetched) / count),
+                val_loss=float(val_metrics["loss"]),
+                val_accuracy=float(val_metrics["accuracy"]),
+                seconds=seconds,
+                skipped_steps=int(trainer.state.skipped),
+            )
+        )
         if steps == max_steps:
             break
     timed_epochs = max(epochs - start_epoch - 1, 1)
     per_epoch = images_seen / max(epochs - start_epoch, 1)
-    return {"steps": steps, "skipped_steps": int(trainer.state.skipped),
-            "images_per_second": per_epoch * timed_epochs / timed_seconds if timed_seconds else 0.0}
+    return {
+        "steps": steps,
+        "skipped_steps": int(trainer.state.skipped),
+        "images_per_second": per_epoch * timed_epochs / timed_seconds if timed_seconds else 0.0,
+    }
 
 
 def _guard(trainer: Trainer, recent) -> None:
@@ -269,13 +305,20 @@ def _guard(trainer: Trainer, recent) -> None:
         return
     if config.on_nonfinite == "stop" or consecutive > config.max_consecutive_skips:
         model = trainer.model()
-        culprits = [first_nonfinite_layer(model, jnp.asarray(images), trainer.preprocess)
-                    for images in recent]
+        culprits = [
+            first_nonfinite_layer(model, jnp.asarray(images), trainer.preprocess)
+            for images in recent
+        ]
         layer = next((c for c in culprits if not c.startswith("the backward")), culprits[-1])
-        raise TrainingStopped(Diagnostic(
-            "numeric.nonfinite", f"training produced NaN/inf ({skipped} step(s) skipped, "
-            f"{consecutive} in a row); first non-finite layer: {layer}", stage=layer,
-            expected="finite loss, gradients and weights", got="NaN/inf",
-            hint="lower [train] learning_rate, keep clip_global_norm set, check the data for "
-                 "NaN/inf (typedpipe check), or use precision = \"float32\"",
-        ))
+        raise TrainingStopped(
+            Diagnostic(
+                "numeric.nonfinite",
+                f"training produced NaN/inf ({skipped} step(s) skipped, "
+                f"{consecutive} in a row); first non-finite layer: {layer}",
+                stage=layer,
+                expected="finite loss, gradients and weights",
+                got="NaN/inf",
+                hint="lower [train] learning_rate, keep clip_global_norm set, check the data for "
+                'NaN/inf (typedpipe check), or use precision = "float32"',
+            )
+        )
