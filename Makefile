@@ -22,7 +22,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.run
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs build dist

@@ -426,3 +426,19 @@ def test_malformed_arrays_never_crash_check(images, stored_labels, tmp_path, cap
     )
     assert exit_code == EXIT_INVALID
     assert result["diagnostics"] and all(d["hint"] for d in result["diagnostics"])
+
+
+def test_a_missing_folder_or_loose_files_are_data_empty(tmp_path, capsys):
+    config = folder(tmp_path)
+    config["data"]["path"] = str(tmp_path / "nowhere")
+    _, result = check(capsys, tmp_path, config)
+    (missing,) = result["diagnostics"]
+    assert missing["code"] == "data.empty" and "no folder at" in missing["message"]
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    png(loose / "a.png")
+    config["data"]["path"] = str(loose)
+    _, result = check(capsys, tmp_path, config)
+    (flat,) = result["diagnostics"]
+    assert flat["code"] == "data.empty" and flat["got"] == "1 loose files"
+    assert "one sub-folder per class" in flat["hint"]

@@ -13,7 +13,7 @@ import inspect
 import re
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from beartype import beartype
 from jaxtyping import AbstractArray, TypeCheckError, jaxtyped
@@ -96,7 +96,7 @@ def diagnose(fn: Callable[..., Any], bound: inspect.BoundArguments) -> Diagnosti
     return Diagnostic("model.shape", "contract violated", stage=stage_name(instance))
 
 
-def _is_array_type(annotation: Any) -> bool:
+def _is_array_type(annotation: Any) -> TypeGuard[type[AbstractArray]]:
     return isinstance(annotation, type) and issubclass(annotation, AbstractArray)
 
 

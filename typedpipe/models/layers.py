@@ -80,7 +80,9 @@ class Layer(nnx.Module):
         if "in_features" in signature.parameters:
             params["in_features"] = in_shape[-1]
         try:
-            return cls(**params, name=name, rngs=rngs)
+            # Each layer's constructor has its own parameters, and all take name and rngs.
+            construct: Callable[..., Layer] = cls
+            return construct(**params, name=name, rngs=rngs)
         except TypeError as err:
             raise _config_error(
                 name,

@@ -57,6 +57,13 @@ class Classifier(nnx.Module):
         return x
 
 
+def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """A model's graph, its parameters, and the rest of its state (batch statistics, RNG)."""
+    graph, *states = nnx.split(model, nnx.Param, ...)
+    params, rest = states
+    return graph, params, rest
+
+
 def layer_entries(
     name: str, input_shape: Shape, num_classes: int, layers: Sequence[LayerEntry] = ()
 ) -> list[LayerEntry]:

@@ -36,7 +36,7 @@ def stage_rows(data: ImageSpec, stages, specs: list[ImageSpec]) -> list[Row]:
 def layer_rows(model: Classifier) -> list[Row]:
     """Per-layer output shape, parameter count and FLOPs (per image) of a (possibly
     abstract, `nnx.eval_shape`-built) model."""
-    shape = (model.height, model.width, model.channels)
+    shape: tuple[int, ...] = (model.height, model.width, model.channels)
     rows = []
     for layer in model.layers:
         params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(layer, nnx.Param)))

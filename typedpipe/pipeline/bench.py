@@ -28,17 +28,21 @@ def bench_step(config: Config, steps: int = 50, devices: int = 1) -> dict:
     found = errors(check_pipeline(config, survey, devices=devices))
     if found:
         raise ContractError(found)
+    spec = survey.spec
+    if spec is None:  # only a faulted survey has no spec, and check found no fault
+        raise ContractError(survey.diagnostics)
     placement = Placement(devices)
     trainer = Trainer(config, survey.label_spec.format, steps_per_epoch=steps, placement=placement)
     rng = np.random.default_rng(config.seed)
-    batch_size, spec = config.train.batch_size, survey.spec
+    batch_size = config.train.batch_size
     lo, hi = spec.value_range or (0.0, 1.0)
+    shape = (batch_size, *spec.shape)
     if spec.is_float:
-        images = rng.uniform(lo, hi, (batch_size, *spec.shape)).astype(spec.dtype)
+        host_images = rng.uniform(lo, hi, shape).astype(spec.dtype)
     else:
-        images = rng.integers(int(lo), int(hi) + 1, (batch_size, *spec.shape)).astype(spec.dtype)
-    labels = survey.labels[rng.integers(0, len(survey.labels), batch_size)]
-    images, labels = placement.batch(images), placement.batch(labels)
+        host_images = rng.integers(int(lo), int(hi) + 1, shape).astype(spec.dtype)
+    host_labels = survey.labels[rng.integers(0, len(survey.labels), batch_size)]
+    images, labels = placement.batch(host_images), placement.batch(host_labels)
     key = jax.random.key(config.seed)
 
     started = time.perf_counter()

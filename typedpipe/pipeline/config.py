@@ -17,7 +17,7 @@ from beartype import BeartypeConf
 from beartype.door import is_bearable
 
 from typedpipe.contracts import ConfigError, Diagnostic, unknown_keys
-from typedpipe.pipeline.stages import STAGES, Stage, make_stage
+from typedpipe.pipeline.stages import Stage, make_stage, stage_class
 
 # Accept an int where a float is declared (`learning_rate = 1`): that is TOML's
 # spelling, not a coercion of user data.
@@ -122,7 +122,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         if not isinstance(table, dict):
             errors.append(_wrong_type(locate, None, table_name, table, "a [table]"))
             continue
-        cls = {f.name: f.type for f in dataclasses.fields(Config)}[table_name]
+        cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[table_name]
         sections[table_name] = _build(cls, table, f"[{table_name}]", locate, errors)
     preprocess = _build_stages(raw.get("preprocess", []), locate, errors)
     top = {k: v for k, v in raw.items() if k not in ("data", "model", "train", "preprocess")}
@@ -269,7 +269,7 @@ def _build_stages(entries: Any, locate: _Locator, errors: list[Diagnostic]) -> t
         op = params.pop("op", None)
         where = f"[[preprocess]] #{index + 1}"
         try:
-            cls = STAGES[op] if op in STAGES else make_stage(str(op))
+            cls = stage_class(str(op))
         except ConfigError as err:
             line = locate("preprocess", "op", index)
             errors.extend(

@@ -21,7 +21,7 @@ from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, hints
-from typedpipe.models import build_model
+from typedpipe.models import build_model, split_params
 from typedpipe.pipeline.config import Config, parse_config
 from typedpipe.pipeline.stages import Preprocess
 
@@ -73,7 +73,7 @@ class ExportedModel:
             lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
         )
         abstract.eval()
-        graph, params, rest = nnx.split(abstract, nnx.Param, ...)
+        graph, params, rest = split_params(abstract)
         here = SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),

@@ -19,7 +19,7 @@ from PIL import Image
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import Dataset, Survey, labels_as, register
+from typedpipe.pipeline.sources import Dataset, Survey, data_path, labels_as, register
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -40,6 +40,9 @@ _PARALLEL_DECODE_PIXELS = 128 * 128
 _THREADS = min(8, os.cpu_count() or 1)
 
 _DECODE_MODES = {"rgb": "RGB", "gray": "L"}
+
+# Pillow's own default for MAX_IMAGE_PIXELS: about 1/4 GiB of 24-bit pixels.
+_DEFAULT_PIXEL_LIMIT = 89_478_485
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +72,17 @@ def _mode_layout(mode: str) -> tuple[int, str]:
     return (pixel.shape[2] if pixel.ndim == 3 else 1), str(pixel.dtype)
 
 
+def pixel_limit() -> int:
+    """Pillow's decompression-bomb limit; kept even where a program has switched it off."""
+    return Image.MAX_IMAGE_PIXELS or _DEFAULT_PIXEL_LIMIT
+
+
 def read_header(path: Path, label: int) -> Header:
     """Size and mode from the header alone; the pixel count is checked before any decode."""
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if width * height > Image.MAX_IMAGE_PIXELS:
+            if width * height > pixel_limit():
                 return _bomb(path, label, f"{width}x{height} = {width * height:,} pixels")
             mode = stored_mode(image)
             if image.format == "PNG":
@@ -92,7 +100,8 @@ def _bomb(path: Path, label: int, why: str) -> Header:
 
 def decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     """One image as `(h, w, c)`, in the configured mode and (bilinear) size."""
-    with Image.open(path) as image:
+    with Image.open(path) as opened:
+        image: Image.Image = opened
         target = _DECODE_MODES.get(mode) or stored_mode(image)
         if image.mode != target:
             image = image.convert(target)
@@ -129,11 +138,12 @@ def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 
 def survey_folder(config: Config) -> Survey:
     """Audit an image folder from its headers and a decoded sample; never raises on data."""
-    root = Path(config.data.path)
+    root = data_path(config)
     if not root.is_dir():
         return Survey.failed(
             _empty(
                 f"no folder at {root}",
+                "a folder of class sub-folders",
                 f"path = {config.data.path!r}",
                 "set path under [data] to a folder of class sub-folders",
             )
@@ -184,9 +194,9 @@ def survey_folder(config: Config) -> Survey:
             Diagnostic(
                 "data.too_large",
                 f"{len(too_large)} file(s) declare more than "
-                f"{Image.MAX_IMAGE_PIXELS:,} pixels; refused before decoding",
+                f"{pixel_limit():,} pixels; refused before decoding",
                 stage="data",
-                expected=f"at most {Image.MAX_IMAGE_PIXELS:,} pixels",
+                expected=f"at most {pixel_limit():,} pixels",
                 got="a possible pixel bomb",
                 hint="remove these files, or shrink them with a trusted tool",
                 items=tuple(f"{name(h.path)}: {h.fault}" for h in too_large),
@@ -236,6 +246,8 @@ def survey_folder(config: Config) -> Survey:
 def load_folder(config: Config, found: Survey) -> Dataset:
     """Decode every surveyed file on Grain threads into one `(n, h, w, c)` array."""
     spec = found.spec
+    if spec is None:  # only a faulted survey has no spec, and `sources.load` refuses those
+        raise ContractError(found.diagnostics)
     images = np.empty((len(found.files), *spec.shape), spec.dtype)
     decoded = _threaded(
         list(found.files), functools.partial(_try_decode, config=config), _decode_threads(spec)

@@ -6,19 +6,18 @@ them to channels-last.
 """
 
 import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from typedpipe.contracts import ContractError, Diagnostic, LabelSpec
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import Dataset, register
+from typedpipe.pipeline.sources import Dataset, data_path, register
 
 
 @register("npz")
 def load_npz(config: Config) -> Dataset:
     """Arrays `images` (n, h, w[, c]) and `labels` (n,) or (n, k) from one `.npz` file."""
-    path = Path(config.data.path)
+    path = data_path(config)
     if not path.is_file():
         raise ContractError(
             Diagnostic(

@@ -52,20 +52,22 @@ def check_step(
             )
         ]
 
-    def step_bytes(size: int) -> int | None:
+    def step_bytes(size: int) -> int:
         compiled = trainer.train_step.lower(trainer.state, *batch(size), key).compile()
-        return compiled_bytes(compiled)
+        return compiled_bytes(compiled) or 0  # 0: a backend without memory analysis
 
     need = step_bytes(per_device)
     limit, where = device_memory()
-    if need is None or need <= limit * _HEADROOM:
+    if need <= limit * _HEADROOM:
         return []
+    # Memory grows linearly with the batch: two compiles give the fixed part and the
+    # part per image, and so the largest batch that fits.
     smaller = max(per_device // 8, 1)
     need_smaller = step_bytes(smaller) if smaller < per_device else need
     per_image = max((need - need_smaller) / max(per_device - smaller, 1), 1.0)
     fits = int((limit * _HEADROOM - (need - per_image * per_device)) // per_image) * devices
     if fits >= 1:
-        fits = 2 ** int(np.log2(fits)) if fits >= 8 else fits
+        fits = 2 ** int(np.log2(fits))
         hint = f"batch_size = {fits} under [train] (the largest power of two that fits)"
     else:
         hint = (

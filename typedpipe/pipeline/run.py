@@ -77,8 +77,9 @@ def train_run(
     checkpoints = Checkpoints(checkpoints_dir)
     history_path = out / "history.jsonl"
     start_epoch, history = 0, []
-    if resume and checkpoints.latest_epoch() is not None:
-        start_epoch = checkpoints.latest_epoch()
+    latest = checkpoints.latest_epoch()
+    if resume and latest is not None:
+        start_epoch = latest
         trainer.state = checkpoints.restore(start_epoch, trainer.state)
         if history_path.exists():
             history = [json.loads(line) for line in history_path.read_text().splitlines()]

@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
+from typedpipe.contracts.specs import Layout
 from typedpipe.pipeline.config import Config
 
 
@@ -106,21 +107,28 @@ SOURCES: dict[str, Source] = {}
 def register(name: str, survey: Callable[[Config], Survey] | None = None):
     """Register a source by name.
 
-    Decorates its `load(config) -> Dataset`. Pass `survey` when the data can be
-    audited without loading all of it; otherwise the survey loads the arrays,
-    audits them, and keeps them for training.
+    Without `survey`, decorates `load(config) -> Dataset`: the survey loads the
+    arrays, audits them, and keeps them for training. With `survey` (for data that
+    can be audited without loading all of it), decorates `load(config, survey)`.
     """
 
-    def add(load: Callable[[Config], Dataset]):
+    def add(load: Callable[..., Dataset]) -> Callable[..., Dataset]:
         if name in SOURCES:
             raise ValueError(f"source {name!r} is already registered")
         if survey is None:
-            SOURCES[name] = Source(_survey_loaded(load), lambda config, found: found.dataset)
+            SOURCES[name] = Source(_survey_loaded(load), _kept)
         else:
             SOURCES[name] = Source(survey, load)
         return load
 
     return add
+
+
+def _kept(config: Config, found: Survey) -> Dataset:
+    """The arrays a loading survey kept."""
+    if found.dataset is None:
+        raise ValueError(f"the {config.data.source!r} survey kept no arrays to train on")
+    return found.dataset
 
 
 def _survey_loaded(load: Callable[[Config], Dataset]) -> Callable[[Config], Survey]:
@@ -151,6 +159,13 @@ def load(config: Config, found: Survey | None = None) -> Dataset:
     return SOURCES[config.data.source].load(config, found)
 
 
+def data_path(config: Config) -> Path:
+    """`[data] path`, which the config check requires for file-backed sources."""
+    if config.data.path is None:
+        raise ValueError(f"source {config.data.source!r} needs [data] path")
+    return Path(config.data.path)
+
+
 def class_ids(labels: np.ndarray) -> np.ndarray:
     return labels.argmax(-1) if labels.ndim == 2 else labels
 
@@ -163,7 +178,7 @@ def spec_of(images: np.ndarray) -> ImageSpec:
     """
     if images.ndim == 4 and images.shape[1] in (1, 3, 4) and images.shape[3] not in (1, 3, 4):
         channels, height, width = images.shape[1:]
-        layout = "nchw"
+        layout: Layout = "nchw"
     else:
         height, width, channels = images.shape[1:4] if images.ndim == 4 else (*images.shape[1:], 1)
         layout = "nhwc"

@@ -41,6 +41,11 @@ def register(cls: type["Stage"]) -> type["Stage"]:
 
 def make_stage(op: str, **params: Any) -> "Stage":
     """Build a registered stage by name, e.g. `make_stage("resize", height=32, width=32)`."""
+    return stage_class(op)(**params)
+
+
+def stage_class(op: str) -> type["Stage"]:
+    """The registered stage class of `op`; an unknown op is a `config.unknown_op` error."""
     if op not in STAGES:
         raise ConfigError(
             Diagnostic(
@@ -52,9 +57,10 @@ def make_stage(op: str, **params: Any) -> "Stage":
                 hint=f"{suggest(op, STAGES)} (ops: {', '.join(sorted(STAGES))})",
             )
         )
-    return STAGES[op](**params)
+    return STAGES[op]
 
 
+@dataclasses.dataclass(frozen=True)
 class Stage:
     """Base of every stage. Subclasses are frozen dataclasses with an `op` name."""
 
@@ -64,6 +70,10 @@ class Stage:
     @property
     def name(self) -> str:
         return self.op
+
+    def __call__(self, images: Array, key: PRNGKeyArray | None = None) -> Array:
+        """The stage's work on a batch `b h w c`; `key` is used by augmentations only."""
+        raise NotImplementedError
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
         """The spec this stage hands on, or a ContractError naming the broken boundary."""
@@ -155,7 +165,10 @@ class ToFloat(Stage):
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
         self._require(spec, dtype="int")
-        value_range = spec.value_range and tuple(v * self.scale for v in spec.value_range)
+        value_range = spec.value_range and (
+            spec.value_range[0] * self.scale,
+            spec.value_range[1] * self.scale,
+        )
         return dataclasses.replace(spec, dtype=self.dtype, value_range=value_range)
 
     @contract
@@ -309,7 +322,7 @@ class RandomCrop(Stage):
         )
 
     @contract
-    def __call__(
+    def __call__(  # type: ignore[override]  # an augmentation requires the key
         self, images: Shaped[Array, "b h w c"], key: PRNGKeyArray
     ) -> Shaped[Array, "b {self.height} {self.width} c"]:
         self.in_spec(_spec_of(images))
@@ -342,7 +355,7 @@ class RandomFlip(Stage):
         return spec
 
     @contract
-    def __call__(
+    def __call__(  # type: ignore[override]  # an augmentation requires the key
         self, images: Shaped[Array, "b h w c"], key: PRNGKeyArray
     ) -> Shaped[Array, "b h w c"]:
         h_key, v_key = jax.random.split(key)
@@ -430,6 +443,8 @@ class Preprocess:
             if stage.augmentation:
                 if not train:
                     continue
+                if key is None:
+                    raise ValueError(f"{stage.op} is an augmentation: train=True needs a key")
                 key, stage_key = jax.random.split(key)
                 images = stage(images, stage_key)
             else:

@@ -20,7 +20,7 @@ from jaxtyping import Array, PyTree
 
 from typedpipe.contracts import Diagnostic
 from typedpipe.contracts.diagnostics import TrainingStopped
-from typedpipe.models import Classifier, build_model
+from typedpipe.models import Classifier, build_model, split_params
 from typedpipe.pipeline.config import Config, TrainConfig
 from typedpipe.pipeline.numerics import LossScale, all_finite, loss_for, select_tree
 from typedpipe.pipeline.sharding import Placement
@@ -104,9 +104,9 @@ class Trainer:
 
         model = nnx.eval_shape(make_model) if abstract else make_model()
         model.train()
-        self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
+        self.train_graph, params, rest = split_params(model)
         model.eval()
-        self.eval_graph = nnx.split(model, nnx.Param, ...)[0]
+        self.eval_graph = split_params(model)[0]
         total_steps = steps_per_epoch * config.train.epochs
         self.tx = make_optimizer(config.train, total_steps)
         opt_state = jax.eval_shape(self.tx.init, params) if abstract else self.tx.init(params)
@@ -143,7 +143,7 @@ class Trainer:
         # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
         model = nnx.merge(graph, self._cast(params), rest, copy=True)
         logits = model(self._cast(images))
-        new_rest = nnx.split(model, nnx.Param, ...)[2]
+        new_rest = split_params(model)[2]
         # Batch statistics keep their stored dtype whatever the compute dtype.
         return logits, jax.tree.map(lambda n, o: n.astype(o.dtype), new_rest, rest)
 
@@ -246,7 +246,7 @@ def fit(
     placement = trainer.placement
     base_key = jax.random.key(trainer.config.seed)
     steps, images_seen, timed_seconds = 0, 0, 0.0
-    recent = collections.deque(maxlen=LOG_EVERY)
+    recent: collections.deque[np.ndarray] = collections.deque(maxlen=LOG_EVERY)
     for epoch in range(start_epoch, epochs):
         rng = np.random.default_rng([trainer.config.seed, epoch])
         started, pending = time.perf_counter(), []
