@@ -442,3 +442,13 @@ def test_a_missing_folder_or_loose_files_are_data_empty(tmp_path, capsys):
     (flat,) = result["diagnostics"]
     assert flat["code"] == "data.empty" and flat["got"] == "1 loose files"
     assert "one sub-folder per class" in flat["hint"]
+
+
+def test_values_near_1e30_are_out_of_the_model_range(tmp_path, capsys):
+    """One of the faults Keras on JAX trains on silently."""
+    images = np.random.default_rng(0).uniform(size=(60, SIZE, SIZE, 3)).astype(np.float32)
+    _, result = check(capsys, tmp_path, npz(tmp_path, images * 1e30))
+    (diagnostic,) = result["diagnostics"]
+    assert (diagnostic["code"], diagnostic["stage"]) == ("range.input", "model")
+    assert "input_range is [0, 1]" in diagnostic["message"]
+    assert 'op = "normalize"' in diagnostic["hint"]

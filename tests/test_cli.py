@@ -197,3 +197,9 @@ def test_bench_times_the_step_of_a_config(capsys):
     assert result["model"] == "small_cnn" and result["batch_size"] == 64
     assert result["step_ms"] > 0 and result["images_per_second"] > 0
     assert result["step_memory_bytes"] > 64 * 8 * 8  # at least the uint8 batch
+
+
+@pytest.mark.parametrize("name", ["digits.toml", "synthetic.toml"])
+def test_every_shipped_example_passes_check(name, capsys):
+    code, result = run_json(capsys, "check", str(default_config_path().parent / name))
+    assert (code, result) == (EXIT_OK, {"ok": True, "diagnostics": []})
