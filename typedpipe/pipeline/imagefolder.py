@@ -139,56 +139,19 @@ def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 def survey_folder(config: Config) -> Survey:
     """Audit an image folder from its headers and a decoded sample; never raises on data."""
     root = data_path(config)
-    if not root.is_dir():
-        return Survey.failed(
-            _empty(
-                f"no folder at {root}",
-                "a folder of class sub-folders",
-                f"path = {config.data.path!r}",
-                "set path under [data] to a folder of class sub-folders",
-            )
-        )
-    try:
-        classes, files = _files(root)
-    except OSError as err:
-        return Survey.failed(
-            Diagnostic(
-                "data.corrupt",
-                f"{root} cannot be listed: {err}",
-                stage="data",
-                expected="a readable folder",
-                got=type(err).__name__,
-                hint="check the folder's permissions",
-                items=(str(root),),
-            )
-        )
-    if not classes:
-        return Survey.failed(
-            _empty(
-                f"{root} has no class sub-folders",
-                "path/<class>/<image>",
-                f"{sum(1 for p in root.iterdir() if p.is_file())} loose files",
-                "move the images into one sub-folder per class: "
-                f"{root}/cat/1.png, {root}/dog/2.png",
-            )
-        )
-    counts = collections.Counter(label for _, label in files)
-    diagnostics = []
-    empty = [name for label, name in enumerate(classes) if not counts[label]]
-    if empty:
-        diagnostics.append(
-            _empty(
-                f"{len(empty)} of {len(classes)} class folders hold no images",
-                "images in every class folder",
-                f"{len(empty)} empty",
-                "add images to these folders or remove them",
-                items=empty,
-            )
-        )
-
-    headers = _threaded(files, lambda item: read_header(*item))
+    scanned = _scan(root, config)
+    if isinstance(scanned, Diagnostic):
+        return Survey.failed(scanned)
+    classes, files = scanned
     name = functools.partial(_relative, root)
+    diagnostics = _empty_classes(classes, files)
+    headers = _threaded(files, lambda item: read_header(*item))
     too_large = [h for h in headers if h.too_large]
+    corrupt = [h for h in headers if h.fault and not h.too_large]
+    readable = [h for h in headers if not h.fault]
+    diagnostics.extend(_mixed(readable, config, name))
+    pixels, truncated = _decode_sample(readable, config)
+    corrupt.extend(truncated)
     if too_large:
         diagnostics.append(
             Diagnostic(
@@ -202,19 +165,6 @@ def survey_folder(config: Config) -> Survey:
                 items=tuple(f"{name(h.path)}: {h.fault}" for h in too_large),
             )
         )
-    corrupt = [h for h in headers if h.fault and not h.too_large]
-    readable = [h for h in headers if not h.fault]
-    diagnostics.extend(_mixed(readable, config, name))
-
-    # The sample decode catches truncated data that a header does not show.
-    sample = [
-        readable[i]
-        for i in np.linspace(0, len(readable) - 1, min(SAMPLE_SIZE, len(readable)), dtype=int)
-    ]
-    decoded = _threaded([h.path for h in sample], functools.partial(_try_decode, config=config))
-    for header, pixels in zip(sample, decoded, strict=True):
-        if isinstance(pixels, str):
-            corrupt.append(dataclasses.replace(header, fault=pixels))
     if corrupt:
         diagnostics.append(
             Diagnostic(
@@ -229,17 +179,78 @@ def survey_folder(config: Config) -> Survey:
         )
     bad_paths = {h.path for h in corrupt}
     good = [h for h in readable if h.path not in bad_paths]
-    pixels = [p for p in decoded if not isinstance(p, str)]
-    spec = _spec(good, pixels, config) if good else None
     label_format = config.data.labels
     return Survey(
-        spec,
+        _spec(good, pixels, config) if good else None,
         labels_as(label_format, np.array([h.label for h in good], np.int32), len(classes)),
         LabelSpec(label_format, len(classes)),
         tuple(diagnostics),
         class_names=tuple(classes),
         files=tuple(h.path for h in good),
     )
+
+
+def _scan(root: Path, config: Config) -> tuple[list[str], list[tuple[Path, int]]] | Diagnostic:
+    """The class names and (file, label) pairs, or why the folder cannot be used at all."""
+    if not root.is_dir():
+        return _empty(
+            f"no folder at {root}",
+            "a folder of class sub-folders",
+            f"path = {config.data.path!r}",
+            "set path under [data] to a folder of class sub-folders",
+        )
+    try:
+        classes, files = _files(root)
+        loose = sum(1 for p in root.iterdir() if p.is_file())
+    except OSError as err:
+        return Diagnostic(
+            "data.corrupt",
+            f"{root} cannot be listed: {err}",
+            stage="data",
+            expected="a readable folder",
+            got=type(err).__name__,
+            hint="check the folder's permissions",
+            items=(str(root),),
+        )
+    if not classes:
+        return _empty(
+            f"{root} has no class sub-folders",
+            "path/<class>/<image>",
+            f"{loose} loose files",
+            f"move the images into one sub-folder per class: {root}/cat/1.png, {root}/dog/2.png",
+        )
+    return classes, files
+
+
+def _empty_classes(classes: list[str], files: list[tuple[Path, int]]) -> list[Diagnostic]:
+    counts = collections.Counter(label for _, label in files)
+    empty = [name for label, name in enumerate(classes) if not counts[label]]
+    if not empty:
+        return []
+    return [
+        _empty(
+            f"{len(empty)} of {len(classes)} class folders hold no images",
+            "images in every class folder",
+            f"{len(empty)} empty",
+            "add images to these folders or remove them",
+            items=empty,
+        )
+    ]
+
+
+def _decode_sample(readable: list[Header], config: Config) -> tuple[list[np.ndarray], list[Header]]:
+    """Decode an evenly spaced sample: its pixels, and the files a header showed fine but
+    whose data is truncated or broken."""
+    count = min(SAMPLE_SIZE, len(readable))
+    sample = [readable[i] for i in np.linspace(0, len(readable) - 1, count, dtype=int)]
+    decoded = _threaded([h.path for h in sample], functools.partial(_try_decode, config=config))
+    pixels = [p for p in decoded if not isinstance(p, str)]
+    broken = [
+        dataclasses.replace(h, fault=p)
+        for h, p in zip(sample, decoded, strict=True)
+        if isinstance(p, str)
+    ]
+    return pixels, broken
 
 
 @register("imagefolder", survey=survey_folder)
