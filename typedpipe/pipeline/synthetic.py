@@ -36,8 +36,7 @@ def load_synthetic(config: Config, found: Survey) -> Dataset:
     much uniform noise, scaled into `[model] input_range`.
     """
     rng = np.random.default_rng(config.seed + 1)
-    height, width, channels = config.model.input
-    shape = (height, width, channels)
+    shape = config.model.input
     patterns = rng.uniform(size=(config.model.num_classes, *shape)).astype(np.float32)
     noise = rng.uniform(size=(config.data.num_samples, *shape)).astype(np.float32)
     lo, hi = config.model.input_range
