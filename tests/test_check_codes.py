@@ -452,3 +452,26 @@ def test_values_near_1e30_are_out_of_the_model_range(tmp_path, capsys):
     assert (diagnostic["code"], diagnostic["stage"]) == ("range.input", "model")
     assert "input_range is [0, 1]" in diagnostic["message"]
     assert 'op = "normalize"' in diagnostic["hint"]
+
+
+def test_nan_pixels_in_float_tiffs_are_found_by_the_sample_decode(tmp_path, capsys):
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        (root / f"class{label}").mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.uniform(size=(SIZE, SIZE)).astype(np.float32)
+            if (label, i) == (1, 4):
+                pixels[3, 3] = np.nan
+            Image.fromarray(pixels, "F").save(root / f"class{label}" / f"{i}.tiff")
+    config = {
+        "data": {"source": "imagefolder", "path": str(root)},
+        "model": {"name": "small_cnn", "input": [SIZE, SIZE, 1], "num_classes": 3},
+        "train": {"batch_size": 8},
+    }
+    _, result = check(capsys, tmp_path, config)
+    (diagnostic,) = result["diagnostics"]
+    assert (diagnostic["code"], diagnostic["items"]) == ("value.nonfinite", ["class1/4.tiff"])
+    (root / "class1" / "4.tiff").unlink()
+    _, result = check(capsys, tmp_path, config)
+    assert result == {"ok": True, "diagnostics": []}

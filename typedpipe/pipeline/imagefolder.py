@@ -19,7 +19,15 @@ from PIL import Image
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import Dataset, Survey, data_path, labels_as, register
+from typedpipe.pipeline.sources import (
+    Dataset,
+    Survey,
+    data_path,
+    labels_as,
+    nonfinite_images,
+    register,
+    spec_of,
+)
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -150,8 +158,9 @@ def survey_folder(config: Config) -> Survey:
     corrupt = [h for h in headers if h.fault and not h.too_large]
     readable = [h for h in headers if not h.fault]
     diagnostics.extend(_mixed(readable, config, name))
-    pixels, truncated = _decode_sample(readable, config)
+    sample, pixels, truncated = _decode_sample(readable, config)
     corrupt.extend(truncated)
+    diagnostics.extend(nonfinite_images(pixels, [name(h.path) for h in sample]))
     if too_large:
         diagnostics.append(
             Diagnostic(
@@ -238,19 +247,18 @@ def _empty_classes(classes: list[str], files: list[tuple[Path, int]]) -> list[Di
     ]
 
 
-def _decode_sample(readable: list[Header], config: Config) -> tuple[list[np.ndarray], list[Header]]:
-    """Decode an evenly spaced sample: its pixels, and the files a header showed fine but
-    whose data is truncated or broken."""
+def _decode_sample(
+    readable: list[Header], config: Config
+) -> tuple[list[Header], list[np.ndarray], list[Header]]:
+    """Decode an evenly spaced sample: the files decoded, their pixels, and the files a
+    header showed fine but whose data is truncated or broken."""
     count = min(SAMPLE_SIZE, len(readable))
     sample = [readable[i] for i in np.linspace(0, len(readable) - 1, count, dtype=int)]
     decoded = _threaded([h.path for h in sample], functools.partial(_try_decode, config=config))
-    pixels = [p for p in decoded if not isinstance(p, str)]
-    broken = [
-        dataclasses.replace(h, fault=p)
-        for h, p in zip(sample, decoded, strict=True)
-        if isinstance(p, str)
-    ]
-    return pixels, broken
+    pairs = list(zip(sample, decoded, strict=True))
+    broken = [dataclasses.replace(h, fault=p) for h, p in pairs if isinstance(p, str)]
+    good = [(h, p) for h, p in pairs if not isinstance(p, str)]
+    return [h for h, _ in good], [p for _, p in good], broken
 
 
 @register("imagefolder", survey=survey_folder)
@@ -281,6 +289,11 @@ def load_folder(config: Config, found: Survey) -> Dataset:
                 items=tuple(failed),
             )
         )
+    # The survey saw a sample; the pixels of every file are here now.
+    root = data_path(config)
+    nonfinite = nonfinite_images(images, [_relative(root, path) for path in found.files])
+    if nonfinite:
+        raise ContractError(nonfinite)
     return Dataset(images, found.labels, found.label_spec, found.class_names)
 
 
@@ -356,9 +369,8 @@ def _spec(headers: list[Header], sample: list[np.ndarray], config: Config) -> Im
         height, width = _most_common((h.height, h.width) for h in headers)
     mode = _DECODE_MODES.get(config.data.mode) or _most_common(h.mode for h in headers)
     channels, dtype = _mode_layout(mode)
-    value_range = None
-    if sample:
-        value_range = (float(min(p.min() for p in sample)), float(max(p.max() for p in sample)))
+    ranges = [r for r in (spec_of(p[None]).value_range for p in sample) if r is not None]
+    value_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
     return ImageSpec(height, width, channels, dtype, value_range)
 
 

@@ -14,7 +14,7 @@ Every source offers two things:
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,11 @@ class Dataset:
                 )
             )
         return Survey(
-            self.spec, self.labels, self.label_spec, tuple(_nonfinite(self.images)), dataset=self
+            self.spec,
+            self.labels,
+            self.label_spec,
+            tuple(nonfinite_images(self.images)),
+            dataset=self,
         )
 
 
@@ -192,21 +196,34 @@ def spec_of(images: np.ndarray) -> ImageSpec:
     return ImageSpec(height, width, channels, str(images.dtype), value_range, layout)
 
 
-def _nonfinite(images: np.ndarray) -> list[Diagnostic]:
-    if not np.issubdtype(images.dtype, np.floating):
-        return []
-    bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
-    if not bad.size:
+def nonfinite_images(
+    images: np.ndarray | Sequence[np.ndarray], names: Sequence[str] | None = None
+) -> list[Diagnostic]:
+    """`value.nonfinite` naming every image with a NaN or inf pixel (by index, or by `names`).
+
+    `images` is one `(n, h, w, c)` array, or separate images of any sizes.
+    """
+    if isinstance(images, np.ndarray):
+        floating = np.issubdtype(images.dtype, np.floating)
+        flat = images.reshape(len(images), -1)
+        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)).tolist() if floating else []
+    else:
+        bad = [
+            i
+            for i, image in enumerate(images)
+            if image.dtype.kind == "f" and not np.isfinite(image).all()
+        ]
+    if not bad:
         return []
     return [
         Diagnostic(
             "value.nonfinite",
-            f"{bad.size} image(s) hold NaN or inf pixels",
+            f"{len(bad)} image(s) hold NaN or inf pixels",
             stage="data",
             expected="finite pixels",
-            got=f"NaN/inf in {bad.size} of {len(images)} images",
-            hint="drop or repair these images before training (their indices are listed)",
-            items=tuple(f"#{i}" for i in bad),
+            got=f"NaN/inf in {len(bad)} of {len(images)} images",
+            hint="drop or repair these images before training (they are listed)",
+            items=tuple(names[i] if names else f"#{i}" for i in bad),
         )
     ]
 
