@@ -236,13 +236,12 @@ def cmd_eval(args) -> int:
     model = _bundle(args.run_dir)
     config = model.config
     dataset = sources.load(config)
-    _, _, test = sources.split_indices(
-        dataset.class_ids, config.data.val_fraction, config.data.test_fraction, config.seed
-    )
-    split = "test"
-    if not len(test):  # test_fraction = 0: evaluate on everything, and say so
-        test, split = np.arange(len(dataset)), "all"
-    result = model.evaluate(dataset.images[test], dataset.class_ids[test])
+    # The same split as training made: same fractions, same seed.
+    parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction, config.seed)
+    part, split = parts.test, "test"
+    if not len(part):  # test_fraction = 0: evaluate on everything, and say so
+        part, split = dataset, "all"
+    result = model.evaluate(part.images, part.class_ids)
     if args.json:
         _print_json(args, {"ok": True, "split": split, **result})
     else:
