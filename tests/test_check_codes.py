@@ -475,3 +475,13 @@ def test_nan_pixels_in_float_tiffs_are_found_by_the_sample_decode(tmp_path, caps
     (root / "class1" / "4.tiff").unlink()
     _, result = check(capsys, tmp_path, config)
     assert result == {"ok": True, "diagnostics": []}
+
+
+def test_float64_images_get_a_warning_not_a_silent_narrowing(tmp_path, capsys):
+    images = np.random.default_rng(0).uniform(size=(60, SIZE, SIZE, 3))  # float64
+    exit_code, result = check(capsys, tmp_path, npz(tmp_path, images))
+    assert (exit_code, result["ok"]) == (EXIT_OK, True)
+    (warning,) = result["diagnostics"]
+    assert (warning["code"], warning["severity"]) == ("dtype.input", "warning")
+    assert (warning["expected"], warning["got"]) == ("float32", "float64")
+    assert "jax_enable_x64" in warning["hint"]

@@ -24,6 +24,31 @@ def check_step(
     config: Config, spec: ImageSpec, labels: np.ndarray, label_format: str, devices: int = 1
 ) -> list[Diagnostic]:
     """Trace the train step on abstract values, then check its compiled memory."""
+    return _narrowed(spec) + _step_faults(config, spec, labels, label_format, devices)
+
+
+def _narrowed(spec: ImageSpec) -> list[Diagnostic]:
+    """A warning when the device holds the images in a narrower dtype than they are stored."""
+    device_dtype = str(_device_dtype(spec.dtype))
+    if device_dtype == spec.dtype:
+        return []
+    return [
+        Diagnostic(
+            "dtype.input",
+            f"{spec.dtype} images are computed as {device_dtype} on the device "
+            "(JAX runs without 64-bit types by default)",
+            stage="data",
+            expected=device_dtype,
+            got=spec.dtype,
+            hint=f"store the images as {device_dtype}, or enable jax_enable_x64",
+            severity="warning",
+        )
+    ]
+
+
+def _step_faults(
+    config: Config, spec: ImageSpec, labels: np.ndarray, label_format: str, devices: int
+) -> list[Diagnostic]:
     key = jax.random.key(0)
 
     def batch(size: int) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
