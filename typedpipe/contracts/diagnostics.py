@@ -13,6 +13,7 @@ CODES: dict[str, str] = {
     "config.value": "a config value of the wrong type or out of its allowed set",
     "config.unknown_op": "a preprocessing op that is not registered",
     "config.unknown_model": "a model name that is not registered",
+    "config.unknown_name": "a layer type, activation, source or optimizer that is not registered",
     "shape.spatial": "height/width differ at a boundary",
     "shape.channels": "channel count differs (grayscale vs RGB vs RGBA)",
     "shape.layout": "images look channels-first where channels-last is expected",
@@ -60,14 +61,14 @@ class Diagnostic:
     hint: str = ""
     severity: Severity = "error"
     items: tuple[str, ...] = ()
+    total_items: int = 0  # how many offending items there are; `items` holds the first few
 
     def __post_init__(self):
         if self.code not in CODES:
             raise ValueError(f"unknown diagnostic code {self.code!r}; add it to CODES first")
-        if len(self.items) > MAX_ITEMS:
-            extra = len(self.items) - MAX_ITEMS
-            capped = (*self.items[:MAX_ITEMS], f"... and {extra} more")
-            object.__setattr__(self, "items", capped)
+        items = tuple(self.items)
+        object.__setattr__(self, "total_items", max(self.total_items, len(items)))
+        object.__setattr__(self, "items", items[:MAX_ITEMS])
 
     @property
     def is_error(self) -> bool:
@@ -83,38 +84,53 @@ class Diagnostic:
             lines.append(f"  expected: {self.expected}")
             lines.append(f"  got:      {self.got}")
         if self.items:
-            lines.append(f"  items:    {', '.join(self.items)}")
+            more = self.total_items - len(self.items)
+            listed = ", ".join(self.items) + (f" ... and {more} more" if more else "")
+            lines.append(f"  items:    {listed}")
         if self.hint:
             lines.append(f"  fix:      {self.hint}")
         return "\n".join(lines)
 
 
-class _DiagnosticError(Exception):
-    """Carries one or more diagnostics; its message is all of them, in order."""
-
-    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic]):
-        if isinstance(diagnostics, Diagnostic):
-            diagnostics = (diagnostics,)
-        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
-        super().__init__("\n".join(str(d) for d in self.diagnostics))
-
-    @property
-    def diagnostic(self) -> Diagnostic:
-        """The first diagnostic: the one a single-fault caller cares about."""
-        return self.diagnostics[0]
+# Constructors for the codes built in several places: each fixes the code and the
+# stage a user looks for, so call sites say only what differs.
 
 
-class ContractError(_DiagnosticError, TypeError):
-    """Your data does not meet a stage's or layer's contract."""
+def config_value(message: str, *, stage: str, expected: str, got: str, hint: str) -> Diagnostic:
+    """`config.value`: a config value of the wrong type or out of range."""
+    return Diagnostic("config.value", message, stage=stage, expected=expected, got=got, hint=hint)
 
 
-class ConfigError(_DiagnosticError, ValueError):
-    """Your config (or a stage's or layer's construction) is wrong."""
+def data_empty(
+    message: str, *, expected: str, got: str, hint: str, items: Iterable[str] = ()
+) -> Diagnostic:
+    """`data.empty`: no images where some were expected."""
+    return Diagnostic(
+        "data.empty",
+        message,
+        stage="data",
+        expected=expected,
+        got=got,
+        hint=hint,
+        items=tuple(items),
+    )
 
 
-class TrainingStopped(_DiagnosticError, RuntimeError):
-    """The numeric guard ended training: too many steps produced NaN/inf."""
+def data_corrupt(
+    message: str, *, expected: str, got: str, hint: str, items: Iterable[str] = ()
+) -> Diagnostic:
+    """`data.corrupt`: files or arrays that cannot be read."""
+    return Diagnostic(
+        "data.corrupt",
+        message,
+        stage="data",
+        expected=expected,
+        got=got,
+        hint=hint,
+        items=tuple(items),
+    )
 
 
-for _cls in (ContractError, ConfigError, TrainingStopped):
-    _cls.__module__ = "typedpipe"
+def model_shape(message: str, *, stage: str, expected: str, got: str, hint: str) -> Diagnostic:
+    """`model.shape`: a layer cannot accept its input."""
+    return Diagnostic("model.shape", message, stage=stage, expected=expected, got=got, hint=hint)

@@ -15,27 +15,29 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeGuard, TypeVar
 
+import jaxtyping
 from beartype import beartype
 from jaxtyping import AbstractArray, TypeCheckError, jaxtyped
 
 from typedpipe.contracts import hints
-from typedpipe.contracts.diagnostics import ContractError, Diagnostic
+from typedpipe.contracts.compare import Accepts, compare
+from typedpipe.contracts.diagnostics import Diagnostic
+from typedpipe.contracts.errors import ContractError
 from typedpipe.contracts.specs import FLOAT_DTYPES
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 F = TypeVar("F", bound=Callable[..., Any])
-_enabled = True
 
 
 @contextlib.contextmanager
 def unchecked():
-    """Trace without contract checks: for measuring what the checks cost, nothing else."""
-    global _enabled
-    previous, _enabled = _enabled, False
+    """Trace without contract checks (jaxtyping's own switch): for measuring what they cost."""
+    previous = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
     try:
         yield
     finally:
-        _enabled = previous
+        jaxtyping.config.update("jaxtyping_disable", previous)
 
 
 def contract(fn: F) -> F:
@@ -61,8 +63,6 @@ def contract(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if not _enabled:
-            return fn(*args, **kwargs)
         try:
             return checked(*args, **kwargs)
         except TypeCheckError:
@@ -181,18 +181,13 @@ def _mismatch(
 
 
 def _axis_report(report, shape: tuple[int, ...], expected: list, axis: int) -> Diagnostic:
-    if len(shape) != 4:
-        return report(
-            "model.shape",
-            f"has size {shape[axis]} on axis {axis}",
-            "check the layer sizes in [model]",
-        )
-    height, width, channels = expected[1:]
-    if shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
-        return report("shape.layout", "looks channels-first (b c h w)", hints.layout())
-    if axis == 3:
-        plural = "" if shape[3] == 1 else "s"
-        return report(
-            "shape.channels", f"has {shape[3]} channel{plural}", hints.channels(channels, shape[3])
-        )
-    return report("shape.spatial", f"is {shape[1]}x{shape[2]}", hints.spatial(height, width))
+    if len(shape) == 4:
+        height, width, channels = (e if isinstance(e, int) else None for e in expected[1:])
+        accepts = Accepts("any", height, width, channels)
+        for found in compare(accepts, shape, "any"):
+            return report(found.code, found.message, hints.fix(found.code, accepts, shape))
+    return report(
+        "model.shape",
+        f"has size {shape[axis]} on axis {axis}",
+        "check the layer sizes in [model]",
+    )

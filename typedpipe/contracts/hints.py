@@ -1,5 +1,7 @@
 """Concrete fixes: the config lines that repair a broken boundary."""
 
+from typedpipe.contracts.compare import Accepts
+
 TO_FLOAT = '[[preprocess]] op = "to_float" scale = 0.00392156862745098  # 1/255'
 
 
@@ -44,3 +46,16 @@ def label_format(expected: str) -> str:
     if expected == "onehot":
         return 'set labels = "int" under [data] or store one-hot labels'
     return 'set labels = "onehot" under [data] (the labels are stored one-hot)'
+
+
+def fix(code: str, accepts: Accepts, batch_shape: tuple[int, ...]) -> str:
+    """The config change for a `compare` mismatch of `code` at a stage or the model."""
+    if code == "shape.rank":
+        return "add or remove the missing axis (batch images as b h w c)"
+    if code == "shape.layout":
+        return layout()
+    if code == "dtype.input":
+        return dtype(accepts.wants_float)
+    if code == "shape.spatial":
+        return spatial(accepts.height or "h", accepts.width or "w")
+    return channels(accepts.channels or "c", batch_shape[-1])

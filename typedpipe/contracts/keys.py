@@ -1,9 +1,41 @@
-"""Strict keys: an unknown name is an error that suggests the closest valid one."""
+"""Strict keys: a config table checked against a schema, every fault at once.
 
+A schema maps each key to its annotation and whether it is required. The same
+check serves the config's dataclasses, each source's options and each layer's
+constructor: unknown keys suggest the closest valid one, values are checked by
+beartype against their annotation (a bool is not a number), and a name that
+must be registered gets the registry's "did you mean".
+"""
+
+import dataclasses
 import difflib
-from collections.abc import Iterable
+import functools
+import math
+import operator
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from typedpipe.contracts.diagnostics import Diagnostic
+from beartype import BeartypeConf
+from beartype.door import is_bearable
+
+from typedpipe.contracts.diagnostics import Diagnostic, config_value
+
+#: key -> (annotation, required)
+Schema = Mapping[str, tuple[Any, bool]]
+
+# Accept an int where a float is declared (`learning_rate = 1`): that is TOML's
+# spelling, not a coercion of user data.
+_NUMERIC_TOWER = BeartypeConf(is_pep484_tower=True)
+
+
+@runtime_checkable
+class NameSet(Protocol):
+    """What a `Registry` offers a schema: membership and the diagnostic for a miss."""
+
+    def __contains__(self, name: object) -> bool: ...
+    def unknown(self, name: object, *, where: str = "") -> Diagnostic: ...
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:
@@ -30,3 +62,130 @@ def unknown_keys(given: Iterable[str], valid: Iterable[str], where: str) -> list
         for key in given
         if key not in valid
     ]
+
+
+def describe(hint: Any) -> str:
+    """How a message names an annotation: `'adam' | 'sgd'`, `a list of 2 ints`, `an int > 0`."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        said = [m for m in hint.__metadata__ if isinstance(m, str)]
+        return said[0] if said else describe(typing.get_args(hint)[0])
+    if origin is Literal:
+        return " | ".join(repr(v) for v in typing.get_args(hint))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(describe(a) for a in typing.get_args(hint) if a is not type(None))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {describe(args[0])}"
+        return f"a list of {len(args)} {describe(args[0])}s"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def _admits_bool(hint: Any) -> bool:
+    """Whether `hint` names bool itself (TOML's `true` is no number, though bool subclasses int)."""
+    if hint is bool or hint is Any:
+        return True
+    return any(_admits_bool(arg) for arg in typing.get_args(hint) if not isinstance(arg, str))
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return any(_holds_bool(v) for v in value)
+    return isinstance(value, bool)
+
+
+def _holds_nonfinite(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return any(_holds_nonfinite(v) for v in value)
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _checkable(hint: Any) -> Any:
+    """`hint` without the metadata beartype does not own (our descriptions, registries)."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *metadata = typing.get_args(hint)
+        validators = [m for m in metadata if type(m).__module__.startswith("beartype")]
+        return Annotated[(_checkable(base), *validators)] if validators else _checkable(base)
+    if origin in (types.UnionType, typing.Union):
+        return functools.reduce(operator.or_, (_checkable(a) for a in typing.get_args(hint)))
+    return hint
+
+
+def _name_set(hint: Any) -> NameSet | None:
+    if typing.get_origin(hint) is Annotated:
+        return next((m for m in hint.__metadata__ if isinstance(m, NameSet)), None)
+    return None
+
+
+def validate(
+    schema: Schema,
+    table: Mapping[str, Any],
+    *,
+    where: str,
+    line: Callable[[str], str] = lambda key: "",
+) -> tuple[dict[str, Any], list[Diagnostic]]:
+    """The values of `table` that meet `schema`, and a diagnostic for each that does not.
+
+    Args:
+        schema: key -> (annotation, required).
+        table: the table as parsed from TOML.
+        where: how a message names the table (`[train]`, `[model] layers[2] (conv)`).
+        line: `file:line` of a key, for messages.
+
+    Example:
+        >>> validate({"epochs": (int, True)}, {"epochs": True}, where="[train]")[1][0].code
+        'config.value'
+    """
+    found = []
+    for diagnostic in unknown_keys(table, schema, where):
+        prefix = line(diagnostic.got)
+        message = f"{prefix}: {diagnostic.message}" if prefix else diagnostic.message
+        found.append(dataclasses.replace(diagnostic, message=message))
+    for key, (hint, required) in schema.items():
+        if required and key not in table:
+            prefix = line(key) or where
+            found.append(
+                config_value(
+                    f"{prefix}: {where} needs {key!r}",
+                    stage=where,
+                    expected=f"{key} = {describe(hint)}",
+                    got="missing",
+                    hint=f"add {key} = ... to {where}",
+                )
+            )
+    values = {}
+    for key, raw in table.items():
+        if key not in schema:
+            continue
+        hint = schema[key][0]
+        value = _tupled(raw)
+        names = _name_set(hint)
+        if names is not None and isinstance(value, str) and value not in names:
+            found.append(names.unknown(value, where=line(key) or where))
+            continue
+        wrong_bool = _holds_bool(value) and not _admits_bool(hint)
+        if (
+            wrong_bool
+            or _holds_nonfinite(value)
+            or not is_bearable(value, _checkable(hint), conf=_NUMERIC_TOWER)
+        ):
+            prefix = line(key)
+            expected = describe(hint) + (" (finite)" if _holds_nonfinite(value) else "")
+            found.append(
+                config_value(
+                    f"{prefix + ': ' if prefix else ''}{where} {key} must be {expected}",
+                    stage=where,
+                    expected=expected,
+                    got=f"{key} = {raw!r}",
+                    hint=f"set {key} to {expected}",
+                )
+            )
+            continue
+        values[key] = float(value) if hint is float else value
+    return values, found

@@ -1,0 +1,173 @@
+"""The layer contract: typed NNX modules that state their shapes as data and in annotations.
+
+Every layer is channels-last and batched. It states its contract twice: as data
+(`output_shape(shape) -> shape`, used by `summary` and `check` without arrays)
+and in its `__call__` annotation, which beartype enforces while JAX traces.
+A layer that cannot accept its input (a stride or padding that shrinks a map to
+nothing) raises a `model.shape` ContractError naming the layer.
+
+A layer's config parameters are its constructor's keyword arguments; their
+annotations are the schema the config loader validates each `[model] layers`
+entry against, with file and line, before anything is built.
+"""
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from beartype.vale import Is
+from flax import nnx
+from jaxtyping import Array
+
+from typedpipe.contracts import ConfigError, ContractError
+from typedpipe.contracts.diagnostics import config_value, model_shape
+from typedpipe.registry import Registry
+
+Shape = tuple[int, ...]
+
+#: Activations a layer's `activation` can name.
+ACTIVATIONS: Registry[Callable[[Array], Array]] = Registry(
+    "activation", key="activation", table="[model] layers", code="config.unknown_name"
+)
+for _name, _fn in (
+    ("none", lambda x: x),
+    ("relu", jax.nn.relu),
+    ("gelu", jax.nn.gelu),
+    ("silu", jax.nn.silu),
+    ("tanh", jnp.tanh),
+):
+    ACTIVATIONS.register(_name, _fn)
+
+# Parameter types with their range: beartype checks them when the config is
+# parsed; a trailing string is how a message names the type, and a Registry in
+# the metadata means "a name registered there" (an unknown one gets "did you mean").
+PositiveInt = Annotated[int, Is[lambda n: n > 0], "an int > 0"]
+Rate = Annotated[float, Is[lambda r: 0.0 <= r < 1.0], "a number in [0, 1)"]
+Padding = typing.Literal["same", "valid"]
+Activation = Annotated[str, ACTIVATIONS]
+
+#: Every layer type a `[model] layers` entry can name.
+LAYERS: "Registry[type[Layer]]" = Registry(
+    "layer type", key="type", table="[model] layers", code="config.unknown_name"
+)
+
+# Constructor arguments a config never sets: the builder supplies them.
+_SUPPLIED = ("self", "in_features", "rngs", "name")
+
+
+def register_layer(cls: "type[Layer]") -> "type[Layer]":
+    """Make a layer class usable from a config as `{type = cls.kind, ...}`.
+
+    Its constructor's keyword arguments (other than `in_features`, taken from the
+    previous layer, `name` and `rngs`) become the entry's keys, checked against
+    their annotations when the config is parsed.
+    """
+    LAYERS.register(cls.kind, cls)
+    return cls
+
+
+def dims(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def out_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "same":
+        return -(-size // stride)
+    return (size - kernel) // stride + 1
+
+
+def out_expr(axis: str, kernel: int, stride: int, padding: str) -> str:
+    """`_out_size` as a jaxtyping symbolic dimension over the named input axis."""
+    if padding == "same":
+        return f"({axis}+{stride - 1})//{stride}"
+    return f"({axis}-{kernel})//{stride}+1"
+
+
+def check_choice(layer: str, key: str, value: object, choices: tuple[str, ...]) -> None:
+    """A `config.value` error unless `value` is one of `choices` (for layers built in Python)."""
+    if value not in choices:
+        raise ConfigError(
+            config_value(
+                f"{layer}: {key} must be one of {', '.join(map(repr, choices))}",
+                stage=layer,
+                expected=" | ".join(map(repr, choices)),
+                got=f"{key} = {value!r}",
+                hint=f'{key} = "{choices[0]}"',
+            )
+        )
+
+
+class Layer(nnx.Module):
+    """Base of the typed layers. `kind` is the config `type` that builds it."""
+
+    kind: ClassVar[str]
+    name: str
+
+    @classmethod
+    def params(cls) -> dict[str, tuple[Any, bool]]:
+        """The config keys of this layer: each one's annotation, and whether it is required."""
+        signature = inspect.signature(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        return {
+            name: (hints.get(name, Any), parameter.default is inspect.Parameter.empty)
+            for name, parameter in signature.parameters.items()
+            if name not in _SUPPLIED and parameter.kind is not inspect.Parameter.VAR_KEYWORD
+        }
+
+    @classmethod
+    def build(cls, in_shape: Shape, *, name: str, rngs: nnx.Rngs, **params: Any) -> "Layer":
+        """Construct from a validated config entry, taking the input channels from `in_shape`."""
+        if "in_features" in inspect.signature(cls.__init__).parameters:
+            params["in_features"] = in_shape[-1]
+        # Each layer's constructor has its own parameters, and all take name and rngs.
+        construct: Callable[..., Layer] = cls
+        return construct(**params, name=name, rngs=rngs)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """The per-image output shape for a per-image input shape, or a ContractError."""
+        raise NotImplementedError
+
+    def flops(self, shape: Shape) -> int:
+        """Floating-point operations per image for an input of `shape` (2 per multiply-add)."""
+        return 0
+
+    def _reject(self, shape: Shape, message: str, expected: str, hint: str):
+        got = f"b {' '.join(map(str, shape))}"
+        raise ContractError(
+            model_shape(message, stage=self.name, expected=expected, got=got, hint=hint)
+        )
+
+    def _require_image(self, shape: Shape, channels: int | None = None) -> None:
+        want = f"b h w {channels if channels is not None else 'c'}"
+        if len(shape) != 3:
+            self._reject(
+                shape,
+                f"{self.name} needs an image (h w c), got {len(shape)} axes",
+                want,
+                "remove the flatten/dense layer before it",
+            )
+        if channels is not None and shape[-1] != channels:
+            self._reject(
+                shape,
+                f"{self.name} needs {channels} channels, got {shape[-1]}",
+                want,
+                f"make the previous layer output {channels} features",
+            )
+
+
+def spatial_out(layer: Layer, shape: Shape, kernel: int, stride: int, padding: str) -> Shape:
+    height, width = shape[0], shape[1]
+    out = (out_size(height, kernel, stride, padding), out_size(width, kernel, stride, padding))
+    if min(out) < 1:
+        layer._reject(
+            shape,
+            f"a {kernel}x{kernel} {padding!r} window with stride {stride} "
+            f"shrinks {height}x{width} to {out[0]}x{out[1]}",
+            f"b h w c with h, w >= {kernel}",
+            'use padding = "same", a smaller kernel or stride, fewer downsampling layers, '
+            "or a larger [model] input",
+        )
+    return out

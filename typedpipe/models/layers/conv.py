@@ -1,0 +1,68 @@
+"""2-D convolution."""
+
+from flax import nnx
+from jaxtyping import Array, Float
+
+from typedpipe.contracts import contract
+from typedpipe.models.layers.base import (
+    ACTIVATIONS,
+    Activation,
+    Layer,
+    Padding,
+    PositiveInt,
+    Shape,
+    check_choice,
+    out_expr,
+    spatial_out,
+)
+
+
+class Conv(Layer):
+    """2-D convolution. `b h w in_features -> b h' w' features`, h' from padding and stride."""
+
+    kind = "conv"
+
+    def __init__(
+        self,
+        in_features: int,
+        features: PositiveInt,
+        kernel: PositiveInt = 3,
+        stride: PositiveInt = 1,
+        padding: Padding = "same",
+        activation: Activation = "none",
+        use_bias: bool = True,
+        *,
+        name: str = "conv",
+        rngs: nnx.Rngs,
+    ):
+        check_choice(name, "padding", padding, ("same", "valid"))
+        self.activate = ACTIVATIONS.get(activation)
+        self.name, self.in_features, self.features = name, in_features, features
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.activation = activation
+        self.rows = out_expr("h", kernel, stride, padding)
+        self.cols = out_expr("w", kernel, stride, padding)
+        self.conv = nnx.Conv(
+            in_features,
+            features,
+            (kernel, kernel),
+            strides=stride,
+            padding=padding.upper(),
+            use_bias=use_bias,
+            rngs=rngs,
+        )
+
+    def output_shape(self, shape: Shape) -> Shape:
+        self._require_image(shape, self.in_features)
+        return (*spatial_out(self, shape, self.kernel, self.stride, self.padding), self.features)
+
+    def flops(self, shape: Shape) -> int:
+        height, width, _ = self.output_shape(shape)
+        return 2 * height * width * self.kernel**2 * self.in_features * self.features
+
+    @contract
+    def __call__(
+        self, x: Float[Array, "b h w {self.in_features}"]
+    ) -> Float[Array, "b {self.rows} {self.cols} {self.features}"]:
+        self.output_shape(x.shape[1:])
+        return self.activate(self.conv(x))

@@ -1,0 +1,19 @@
+"""Preprocessing stages: the `Stage` contract, the built-in ops, and their registry."""
+
+from typedpipe.pipeline.stages.augment import RandomCrop, RandomFlip
+from typedpipe.pipeline.stages.base import STAGES as STAGES
+from typedpipe.pipeline.stages.base import Preprocess as Preprocess
+from typedpipe.pipeline.stages.base import Stage as Stage
+from typedpipe.pipeline.stages.base import make_stage as make_stage
+from typedpipe.pipeline.stages.base import register_stage as register_stage
+from typedpipe.pipeline.stages.image import (
+    CenterCrop,
+    Normalize,
+    Resize,
+    ToFloat,
+    ToGray,
+    ToRGB,
+)
+
+for _builtin in (ToFloat, Normalize, Resize, CenterCrop, RandomCrop, RandomFlip, ToRGB, ToGray):
+    register_stage(_builtin)

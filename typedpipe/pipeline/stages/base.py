@@ -1,0 +1,198 @@
+"""The stage contract and the ordered pipeline of stages.
+
+A stage is a small frozen dataclass that pairs `in_spec(spec) -> spec` (its
+contract as data, checked symbolically before any array exists) with a
+`__call__` whose jaxtyping annotations beartype enforces while JAX traces.
+Stages run on the device, batched (`b h w c`), inside the jitted step.
+Augmentations take an explicit PRNG key and are skipped at evaluation.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import jax
+from jaxtyping import Array, PRNGKeyArray
+
+from typedpipe.contracts import (
+    Accepts,
+    ConfigError,
+    ContractError,
+    Diagnostic,
+    ImageSpec,
+    compare,
+    hints,
+)
+from typedpipe.contracts.diagnostics import config_value
+from typedpipe.registry import Registry
+
+#: Every preprocessing op a config can name: `[[preprocess]] op = "..."`.
+STAGES: "Registry[type[Stage]]" = Registry(
+    "preprocessing op", key="op", table="[[preprocess]]", code="config.unknown_op"
+)
+
+
+def register_stage(cls: "type[Stage]") -> "type[Stage]":
+    """Make a stage class usable from a config as `op = cls.op`; a name registers once.
+
+    Example:
+        >>> @register_stage
+        ... @dataclasses.dataclass(frozen=True)
+        ... class Invert(Stage):
+        ...     op: ClassVar[str] = "invert"
+    """
+    STAGES.register(cls.op, cls)
+    return cls
+
+
+def make_stage(op: str, **params: Any) -> "Stage":
+    """Build a registered stage by name, e.g. `make_stage("resize", height=32, width=32)`."""
+    return STAGES.get(op)(**params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """Base of every stage. Subclasses are frozen dataclasses with an `op` name."""
+
+    op: ClassVar[str]
+    augmentation: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return self.op
+
+    def __call__(self, images: Array, key: PRNGKeyArray | None = None) -> Array:
+        """The stage's work on a batch `b h w c`; `key` is used by augmentations only."""
+        raise NotImplementedError
+
+    def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        """The spec this stage hands on, or a ContractError naming the broken boundary."""
+        raise NotImplementedError
+
+    def _fail(self, code: str, message: str, spec: ImageSpec, expected: str, hint: str):
+        raise ContractError(
+            Diagnostic(
+                code,
+                message,
+                stage=self.name,
+                expected=expected,
+                got=spec.describe(),
+                hint=hint,
+            )
+        )
+
+    def _require(
+        self, spec: ImageSpec, *, dtype: Literal["float", "int", "any"], channels: int | None = None
+    ) -> None:
+        """The checks most stages share: channels-last, dtype family, channel count."""
+        accepts = Accepts(dtype, channels=channels)
+        if spec.layout != "nhwc":
+            self._fail(
+                "shape.layout",
+                "stages expect channels-last images",
+                spec,
+                accepts.describe(),
+                hints.layout(),
+            )
+        batch_shape = (1, spec.height, spec.width, spec.channels)
+        for found in compare(accepts, batch_shape, spec.dtype):
+            self._fail(
+                found.code,
+                f"{self.op}: the input {found.message}",
+                spec,
+                accepts.describe(),
+                hints.fix(found.code, accepts, batch_shape),
+            )
+
+
+def _spec_of(images: Array) -> ImageSpec:
+    """The spec of a traced batch, for constraints an annotation cannot state (h >= crop)."""
+    _, height, width, channels = images.shape
+    return ImageSpec(height, width, channels, str(images.dtype), value_range=None)
+
+
+def _positive(stage: Stage, **values: float) -> None:
+    for key, value in values.items():
+        if not value > 0:
+            raise ConfigError(
+                Diagnostic(
+                    "config.value",
+                    f"{stage.op}: {key} must be > 0",
+                    stage=stage.op,
+                    expected=f"{key} > 0",
+                    got=f"{key} = {value}",
+                    hint=f"set {key} to a positive value",
+                )
+            )
+
+
+def spec_of_batch(images: Array) -> ImageSpec:
+    """The spec of a traced batch, for constraints an annotation cannot state (h >= crop)."""
+    _, height, width, channels = images.shape
+    return ImageSpec(height, width, channels, str(images.dtype), value_range=None)
+
+
+def require_positive(stage: Stage, **values: float) -> None:
+    """A `config.value` error for the first of `values` that is not > 0."""
+    for key, value in values.items():
+        if not value > 0:
+            raise ConfigError(
+                config_value(
+                    f"{stage.op}: {key} must be > 0",
+                    stage=stage.op,
+                    expected=f"{key} > 0",
+                    got=f"{key} = {value}",
+                    hint=f"set {key} to a positive value",
+                )
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """The configured stages, in order: one device-side function for the train step.
+
+    Example:
+        >>> pre = Preprocess((ToFloat(), Resize(16, 16)))
+        >>> pre.in_spec(ImageSpec(8, 8, 1, "uint8", (0.0, 255.0))).shape
+        (16, 16, 1)
+    """
+
+    stages: Sequence[Stage] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    def flow(self, spec: ImageSpec) -> list[ImageSpec]:
+        """The spec after each stage; the first broken boundary raises, named by position."""
+        specs = []
+        for index, stage in enumerate(self.stages):
+            try:
+                spec = stage.in_spec(spec)
+            except ContractError as err:
+                raise ContractError(
+                    dataclasses.replace(d, stage=f"preprocess[{index}] {stage.op}")
+                    for d in err.diagnostics
+                ) from None
+            specs.append(spec)
+        return specs
+
+    def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        """The spec the last stage hands on (`spec` itself when there are no stages)."""
+        specs = self.flow(spec)
+        return specs[-1] if specs else spec
+
+    def __call__(
+        self, images: Array, key: PRNGKeyArray | None = None, *, train: bool = False
+    ) -> Array:
+        """Apply the stages; augmentations only when `train` (and then `key` is required)."""
+        for stage in self.stages:
+            if stage.augmentation:
+                if not train:
+                    continue
+                if key is None:
+                    raise ValueError(f"{stage.op} is an augmentation: train=True needs a key")
+                key, stage_key = jax.random.split(key)
+                images = stage(images, stage_key)
+            else:
+                images = stage(images)
+        return images
