@@ -1,7 +1,8 @@
 """The `typedpipe` command: check, summary, train, eval, predict, bench, doctor.
 
 Exit codes: 0 ok; 1 the pipeline or data is invalid (diagnostics printed);
-2 usage error (no such file, bad flag); 3 training stopped by the numeric guard.
+2 usage error (no such file, bad flag); 3 training stopped by the numeric guard;
+4 a typedpipe bug (one line on stderr, the traceback in a crash log); 130 interrupted.
 With `--json`, stdout carries one JSON object and nothing else.
 """
 
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, TrainingStopped
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NUMERIC = 0, 1, 2, 3
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NUMERIC, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 # soft_wrap: a message keeps its lines whole, so logs and tests can grep it.
 stderr = Console(stderr=True, soft_wrap=True)
@@ -104,23 +105,11 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from flax import nnx
-
-    from typedpipe.models import build_model
-    from typedpipe.models.summary import layer_rows, stage_rows
-    from typedpipe.pipeline import sources
-    from typedpipe.pipeline.stages import Preprocess
+    from typedpipe.pipeline.check.summary import summarize
 
     config = _load(args.config)
-    survey = sources.survey(config)
-    if survey.spec is None:
-        raise ContractError(survey.diagnostics)
-    specs = Preprocess(config.preprocess).flow(survey.spec)
     m = config.model
-    model = nnx.eval_shape(
-        lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
-    )
-    rows = stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
+    rows = summarize(config)
     total_params = sum(r.params for r in rows)
     total_flops = sum(r.flops for r in rows)
     if args.json:
@@ -160,7 +149,8 @@ def cmd_train(args) -> int:
         TimeRemainingColumn,
     )
 
-    from typedpipe.pipeline.run import Callbacks, train_run
+    from typedpipe.pipeline.run import train_run
+    from typedpipe.pipeline.train.loop import Callback
 
     config = _load(args.config)
     out = Path(args.out) if args.out else Path("runs") / config.name
@@ -175,25 +165,27 @@ def cmd_train(args) -> int:
     )
     task = progress.add_task(f"train {config.name}", total=None, status="")
 
-    def on_phase(what: str) -> None:
-        progress.update(task, status=what)
+    class ShowProgress(Callback):
+        """The progress bar and one line per epoch; reads the loss every 10 steps."""
 
-    def on_start(epochs: int, steps_per_epoch: int) -> None:
-        total = epochs * steps_per_epoch
-        if args.max_steps:
-            total = min(total, args.max_steps)
-        progress.update(task, total=total, status="compiling the step")
+        def on_train_start(self, loop) -> None:
+            progress.update(task, total=loop.total_steps, completed=loop.step)
 
-    def on_step(step: int, loss: float) -> None:
-        progress.update(task, completed=step, status=f"loss {loss:.4f}")
+        def on_step_end(self, loop, batch, metrics) -> None:
+            if loop.step % 10 == 0 or loop.step == loop.total_steps:
+                status = f"batch loss {float(metrics['loss']):.4f}"
+                progress.update(task, completed=loop.step, status=status)
 
-    def on_epoch(stats) -> None:
-        progress.console.print(
-            f"epoch {stats.epoch:>3}  loss {stats.train_loss:.4f}  "
-            f"acc {stats.train_accuracy:.3f}  val_loss {stats.val_loss:.4f}  "
-            f"val_acc {stats.val_accuracy:.3f}  {stats.seconds:.1f}s"
-            + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else "")
-        )
+        def on_epoch_end(self, loop, stats) -> None:
+            def number(value, digits: int) -> str:
+                return "-" if value is None else f"{value:.{digits}f}"
+
+            progress.console.print(
+                f"epoch {stats.epoch:>3}  loss {number(stats.train_loss, 4)}  "
+                f"acc {number(stats.train_accuracy, 3)}  val_loss {number(stats.val_loss, 4)}  "
+                f"val_acc {number(stats.val_accuracy, 3)}  {stats.seconds:.1f}s"
+                + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else "")
+            )
 
     with progress:
         metrics = train_run(
@@ -203,17 +195,18 @@ def cmd_train(args) -> int:
             max_steps=args.max_steps,
             resume=args.resume,
             devices=args.devices,
-            callbacks=Callbacks(
-                on_phase=on_phase, on_start=on_start, on_step=on_step, on_epoch=on_epoch
-            ),
+            callbacks=[ShowProgress()],
+            on_phase=lambda what: progress.update(task, status=what),
         )
     if args.json:
         _print_json(args, {"ok": True, "out": str(out), "metrics": metrics})
     else:
+        accuracy, speed = metrics["test_accuracy"], metrics["images_per_second"]
         stderr.print(
-            f"[green]done[/green]: test accuracy {metrics['test_accuracy']:.4f}, "
-            f"{metrics['images_per_second']:.0f} images/s on {metrics['backend']}; "
-            f"run folder {out}"
+            "[green]done[/green]: "
+            + (f"test accuracy {accuracy:.4f}, " if accuracy is not None else "no test split, ")
+            + (f"{speed:.0f} images/s " if speed is not None else "")
+            + f"on {metrics['backend']}; run folder {escape(str(out))}"
         )
     return EXIT_OK
 
@@ -231,23 +224,31 @@ def _bundle(run_dir: str):
 
 
 def cmd_eval(args) -> int:
-    from typedpipe.pipeline import sources
+    from typedpipe.pipeline.sources import read_batch, split_indices
 
     model = _bundle(args.run_dir)
     config = model.config
-    dataset = sources.load(config)
+    source = config.source()
+    survey = source.survey()
+    records = source.records(survey)
     # The same split as training made: same fractions, same seed.
-    parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction, config.seed)
-    part, split = parts.test, "test"
-    if not len(part):  # test_fraction = 0: evaluate on everything, and say so
-        part, split = dataset, "all"
-    result = model.evaluate(part.images, part.class_ids)
+    data = config.data
+    indices = split_indices(
+        survey.class_ids, data.val_fraction, data.test_fraction, config.seed
+    ).test
+    split = "test"
+    if not len(indices):  # test_fraction = 0: evaluate on everything, and say so
+        indices, split = np.arange(len(records)), "all"
+    images, _ = read_batch(records, indices)
+    result = model.evaluate(images, survey.class_ids[indices])
     if args.json:
         _print_json(args, {"ok": True, "split": split, **result})
     else:
         Console().print(
             f"{escape(args.run_dir)}: {split} accuracy {result['accuracy']:.4f}, "
             f"loss {result['loss']:.4f} on {result['images']} images"
+            if result["images"]
+            else f"{escape(args.run_dir)}: no images to evaluate"
         )
     return EXIT_OK
 
@@ -325,8 +326,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("typedpipe")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="typedpipe", description=__doc__.splitlines()[0])
+    root.add_argument("--version", action="version", version=f"typedpipe {_version()}")
     commands = root.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler, help_text: str, config_optional: bool = False):
@@ -388,6 +399,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingStopped as err:
         _emit_failure(err.diagnostics, args)
         return EXIT_NUMERIC
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/yellow]: continue a training run with --resume")
+        return EXIT_INTERRUPTED
+    except Exception:  # a bug: never a bare traceback, always its log
+        log = _crash_log()
+        stderr.print(
+            f"[red]internal error[/red] (a typedpipe bug): {escape(_last_line())}; "
+            f"the traceback is in {escape(str(log))}"
+        )
+        return EXIT_BUG
+
+
+def _last_line() -> str:
+    import traceback
+
+    return traceback.format_exc().strip().splitlines()[-1]
+
+
+def _crash_log() -> Path:
+    """The current exception's traceback, in a file of its own under the temporary folder."""
+    import tempfile
+    import traceback
+
+    handle, name = tempfile.mkstemp(prefix="typedpipe-crash-", suffix=".log")
+    with open(handle, "w") as log:
+        log.write(traceback.format_exc())
+    return Path(name)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from typedpipe.contracts.compare import Accepts as Accepts
 from typedpipe.contracts.compare import compare as compare
 from typedpipe.contracts.compare import looks_channels_first as looks_channels_first
+from typedpipe.contracts.compare import looks_channels_last as looks_channels_last
 from typedpipe.contracts.diagnostics import CODES as CODES
 from typedpipe.contracts.diagnostics import Diagnostic as Diagnostic
 from typedpipe.contracts.enforce import contract as contract

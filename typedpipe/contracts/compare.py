@@ -73,6 +73,15 @@ def looks_channels_first(batch_shape: tuple[int, ...]) -> bool:
     )
 
 
+def looks_channels_last(batch_shape: tuple[int, ...]) -> bool:
+    """`b h w c`: the last axis holds a channel count and axis 1 does not."""
+    return (
+        len(batch_shape) == 4
+        and batch_shape[3] in IMAGE_CHANNELS
+        and batch_shape[1] not in IMAGE_CHANNELS
+    )
+
+
 def compare(accepts: Accepts, batch_shape: tuple[int, ...], dtype: str) -> list[Mismatch]:
     """Every way a batch of `batch_shape` and `dtype` misses `accepts`; empty when it fits.
 

@@ -64,6 +64,18 @@ def unknown_keys(given: Iterable[str], valid: Iterable[str], where: str) -> list
     ]
 
 
+def dataclass_schema(cls: type) -> dict[str, tuple[Any, bool]]:
+    """A dataclass's fields as a schema: key -> (annotation, required). ClassVars are not keys."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {
+        field.name: (
+            hints[field.name],
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING,
+        )
+        for field in dataclasses.fields(cls)
+    }
+
+
 def describe(hint: Any) -> str:
     """How a message names an annotation: `'adam' | 'sgd'`, `a list of 2 ints`, `an int > 0`."""
     origin = typing.get_origin(hint)
@@ -114,6 +126,8 @@ def _checkable(hint: Any) -> Any:
         return Annotated[(_checkable(base), *validators)] if validators else _checkable(base)
     if origin in (types.UnionType, typing.Union):
         return functools.reduce(operator.or_, (_checkable(a) for a in typing.get_args(hint)))
+    if origin is tuple:
+        return tuple[tuple(a if a is Ellipsis else _checkable(a) for a in typing.get_args(hint))]
     return hint
 
 

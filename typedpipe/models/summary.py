@@ -1,4 +1,4 @@
-"""The shape flow of a pipeline: data spec, every stage, every layer, with params and FLOPs."""
+"""The shape flow of a model: every layer's output, parameters and FLOPs, without arrays."""
 
 import dataclasses
 import math
@@ -6,8 +6,7 @@ import math
 import jax
 from flax import nnx
 
-from typedpipe.contracts import ImageSpec
-from typedpipe.models.registry import Classifier
+from typedpipe.models import Classifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,15 +21,6 @@ class Row:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def stage_rows(data: ImageSpec, stages, specs: list[ImageSpec]) -> list[Row]:
-    rows = [Row("data", "source", data.describe())]
-    rows += [
-        Row(f"preprocess[{i}]", stage.op, spec.describe())
-        for i, (stage, spec) in enumerate(zip(stages, specs, strict=True))
-    ]
-    return rows
 
 
 def layer_rows(model: Classifier) -> list[Row]:

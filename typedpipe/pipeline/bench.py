@@ -2,6 +2,7 @@
 
 The batch is drawn on the host to match what the configured source would yield
 (shape, dtype, value range), so the numbers are the step's and not the loader's.
+The step is the one `fit` runs (`make_train`), jitted the same way.
 """
 
 import time
@@ -10,12 +11,12 @@ import jax
 import numpy as np
 
 from typedpipe.contracts import ContractError
-from typedpipe.pipeline import sources
 from typedpipe.pipeline.check import check_pipeline, errors
+from typedpipe.pipeline.check.preflight import compiled_bytes
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.preflight import compiled_bytes
-from typedpipe.pipeline.sharding import Placement
-from typedpipe.pipeline.train import Trainer
+from typedpipe.pipeline.sources import Batch
+from typedpipe.pipeline.train.sharding import Placement
+from typedpipe.pipeline.train.step import make_train
 
 
 def bench_step(config: Config, steps: int = 50, devices: int = 1) -> dict:
@@ -24,7 +25,7 @@ def bench_step(config: Config, steps: int = 50, devices: int = 1) -> dict:
     Raises:
         ContractError: the config does not pass `check`.
     """
-    survey = sources.survey(config)
+    survey = config.source().survey()
     found = errors(check_pipeline(config, survey, devices=devices))
     if found:
         raise ContractError(found)
@@ -32,28 +33,30 @@ def bench_step(config: Config, steps: int = 50, devices: int = 1) -> dict:
     if spec is None:  # only a faulted survey has no spec, and check found no fault
         raise ContractError(survey.diagnostics)
     placement = Placement(devices)
-    trainer = Trainer(config, survey.label_spec.format, steps_per_epoch=steps, placement=placement)
+    train = make_train(config, survey.label_spec.format, steps_per_epoch=steps)
+    key = jax.random.key(config.seed)
+    state = placement.replicate(jax.jit(train.init_state)(key))
     rng = np.random.default_rng(config.seed)
     batch_size = config.train.batch_size
     lo, hi = spec.value_range or (0.0, 1.0)
     shape = (batch_size, *spec.shape)
     if spec.is_float:
-        host_images = rng.uniform(lo, hi, shape).astype(spec.dtype)
+        images = rng.uniform(lo, hi, shape).astype(spec.dtype)
     else:
-        host_images = rng.integers(int(lo), int(hi) + 1, shape).astype(spec.dtype)
-    host_labels = survey.labels[rng.integers(0, len(survey.labels), batch_size)]
-    images, labels = placement.batch(host_images), placement.batch(host_labels)
-    key = jax.random.key(config.seed)
+        images = rng.integers(int(lo), int(hi) + 1, shape).astype(spec.dtype)
+    labels = survey.labels[rng.integers(0, len(survey.labels), batch_size)]
+    batch = placement.put(Batch(images, labels, np.ones(batch_size, bool)))
 
+    step = jax.jit(train.train_step, donate_argnums=0)
     started = time.perf_counter()
-    compiled = trainer.train_step.lower(trainer.state, images, labels, key).compile()
+    compiled = step.lower(state, batch, key).compile()
     compile_seconds = time.perf_counter() - started
-    trainer.state, metrics = compiled(trainer.state, images, labels, key)  # warm up
+    state, metrics = compiled(state, batch, key)  # warm up
     jax.block_until_ready(metrics)
     started = time.perf_counter()
     for _ in range(steps):
-        trainer.state, metrics = compiled(trainer.state, images, labels, key)
-    jax.block_until_ready((trainer.state, metrics))
+        state, metrics = compiled(state, batch, key)
+    jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - started
     device = jax.devices()[0]
     return {

@@ -15,15 +15,17 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
-from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, hints
+from typedpipe.contracts import Accepts, ContractError, Diagnostic, ImageSpec, compare
 from typedpipe.models import build_model, split_params
 from typedpipe.pipeline.config import Config, parse_config
 from typedpipe.pipeline.stages import Preprocess
+from typedpipe.pipeline.train.callbacks import write_atomic
+from typedpipe.pipeline.train.losses import loss_for
 
 FORMAT = "typedpipe.model"
 VERSION = 1
@@ -41,7 +43,9 @@ def export_model(
         "class_names": list(class_names),
         "config": config.to_toml(),
     }
-    (directory / "contract.json").write_text(json.dumps(contract, indent=2) + "\n")
+    write_atomic(directory / "contract.json", json.dumps(contract, indent=2) + "\n")
+    import orbax.checkpoint as ocp
+
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(
             (directory / "weights").absolute(), {"params": params, "rest": rest}, force=True
@@ -79,40 +83,47 @@ class ExportedModel:
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
             {"params": params, "rest": rest},
         )
+        import orbax.checkpoint as ocp
+
         with ocp.StandardCheckpointer() as checkpointer:
             weights = checkpointer.restore((directory / "weights").absolute(), target)
         self._graph = graph
         self._weights = weights
         self._preprocess = Preprocess(self.config.preprocess)
-        self._probabilities = jax.jit(self._forward)
+        self._logits = jax.jit(self._forward)
+        self._probabilities = jax.jit(
+            lambda weights, images: jax.nn.softmax(self._forward(weights, images), axis=-1)
+        )
 
     def _forward(self, weights, images):
         model = nnx.merge(self._graph, weights["params"], weights["rest"])
-        return jax.nn.softmax(model(self._preprocess(images, train=False)), axis=-1)
+        return model(self._preprocess(images, train=False))
 
     def check(self, images: np.ndarray) -> None:
         """Raise a ContractError unless `images` match the stored-image contract."""
         want = self.spec
-        if images.ndim != 4 or images.shape[1:] != want.shape or str(images.dtype) != want.dtype:
-            got = f"{images.dtype} {' '.join(map(str, images.shape))}"
-            if images.ndim == 4 and images.shape[3] != want.channels:
-                code, hint = "shape.channels", hints.channels(want.channels, images.shape[3])
-            elif images.ndim == 4 and images.shape[1:3] != (want.height, want.width):
-                code, hint = "shape.spatial", f"resize the images to {want.height}x{want.width}"
-            elif images.ndim != 4:
-                code, hint = "shape.rank", "pass a batch: (n, height, width, channels)"
-            else:
-                code, hint = "dtype.input", f"pass {want.dtype} pixels, as the model was trained on"
-            raise ContractError(
-                Diagnostic(
-                    code,
-                    "the images do not match the exported model's input contract",
-                    stage="input",
-                    expected=want.describe(),
-                    got=got,
-                    hint=hint,
-                )
+        accepts = Accepts(want.dtype, want.height, want.width, want.channels)
+        found = compare(accepts, tuple(images.shape), str(images.dtype))
+        if not found:
+            return
+        hints = {
+            "shape.rank": "pass a batch: (n, height, width, channels)",
+            "shape.layout": "pass channels-last images: images.transpose(0, 2, 3, 1)",
+            "dtype.input": f"pass {want.dtype} pixels, as the model was trained on",
+            "shape.spatial": f"resize the images to {want.height}x{want.width}",
+            "shape.channels": f"convert the images to {want.channels} channel(s)",
+        }
+        raise ContractError(
+            Diagnostic(
+                mismatch.code,
+                f"the images {mismatch.message}: they do not match the model's input contract",
+                stage="input",
+                expected=want.describe(),
+                got=f"{images.dtype} {' '.join(map(str, images.shape))}",
+                hint=hints[mismatch.code],
             )
+            for mismatch in found
+        )
 
     def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities `(n, num_classes)` for images as stored `(n, h, w, c)`."""
@@ -136,7 +147,7 @@ class ExportedModel:
         Raises:
             ContractError: `data.corrupt` naming every file that cannot be decoded.
         """
-        from typedpipe.pipeline.imagefolder import decode
+        from typedpipe.pipeline.sources.decode import decode
 
         mode = {1: "gray", 3: "rgb"}.get(self.spec.channels, "keep")
         size = (self.spec.height, self.spec.width)
@@ -160,12 +171,19 @@ class ExportedModel:
             )
         return np.stack(images)
 
-    def evaluate(self, images: np.ndarray, class_ids: np.ndarray) -> dict[str, float]:
-        """Accuracy and mean cross-entropy on `images` with their true class ids."""
-        probabilities = self.predict(images)
-        true = probabilities[np.arange(len(class_ids)), class_ids]
+    def evaluate(self, images: np.ndarray, class_ids: np.ndarray) -> dict[str, float | None]:
+        """Accuracy and mean cross-entropy (the training loss) on `images` with their class ids."""
+        self.check(images)
+        loss = loss_for("int", len(self.class_names))
+        correct, loss_sum = 0, 0.0
+        for start in range(0, len(images), 256):
+            logits = self._logits(self._weights, images[start : start + 256])
+            ids = jnp.asarray(class_ids[start : start + 256], jnp.int32)
+            correct += int((logits.argmax(-1) == ids).sum())
+            loss_sum += float(loss(logits, ids).sum())
+        count = len(class_ids)
         return {
-            "accuracy": float((probabilities.argmax(-1) == class_ids).mean()),
-            "loss": float(-np.log(np.maximum(true, 1e-12)).mean()),
-            "images": len(class_ids),
+            "accuracy": correct / count if count else None,
+            "loss": loss_sum / count if count else None,
+            "images": count,
         }

@@ -1,13 +1,12 @@
-"""report.png: learning curves and the test confusion matrix, one picture per run."""
+"""report.png: learning curves and the test confusion matrix, one picture per run.
+
+Drawn on a `matplotlib.figure.Figure` with the Agg canvas: no pyplot state, and
+the caller's matplotlib backend is never touched.
+"""
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # No display on servers and CI.
-import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 
 def write_report(
@@ -18,21 +17,47 @@ def write_report(
     class_names: tuple[str, ...],
     title: str,
 ) -> None:
-    epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, acc_ax, cm_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
+    """Loss and accuracy per epoch (train and val), and the test confusion matrix.
+
+    A split that does not exist (no val, no test) leaves its curve or panel out.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15, 4.5))
+    FigureCanvasAgg(fig)
+    loss_ax, acc_ax, cm_ax = fig.subplots(1, 3)
     fig.suptitle(title)
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="val")
-    loss_ax.set(title="loss", xlabel="epoch")
-    loss_ax.legend()
-    acc_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train")
-    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="val")
-    acc_ax.set(title="accuracy", xlabel="epoch", ylim=(0, 1.01))
-    acc_ax.legend()
+    epochs = [h["epoch"] for h in history]
+    for ax, metric, limits in ((loss_ax, "loss", None), (acc_ax, "accuracy", (0, 1.01))):
+        for split in ("train", "val"):
+            points = [(e, h[f"{split}_{metric}"]) for e, h in zip(epochs, history, strict=True)]
+            points = [(e, v) for e, v in points if v is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=split)
+        ax.set(title=metric, xlabel="epoch")
+        if limits:
+            ax.set_ylim(*limits)
+        if epochs:
+            ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    if len(true):
+        _confusion(fig, cm_ax, true, predicted, class_names)
+    else:
+        cm_ax.set_axis_off()
+        cm_ax.text(0.5, 0.5, "no test split", ha="center", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _confusion(fig, ax, true: np.ndarray, predicted: np.ndarray, class_names) -> None:
     labels = np.arange(len(class_names))
-    matrix = confusion_matrix(true, predicted, labels=labels)
-    cm_ax.imshow(matrix, cmap="Blues")
-    cm_ax.set(
+    matrix = np.zeros((len(labels), len(labels)), np.int64)
+    np.add.at(matrix, (true, predicted), 1)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set(
         title=f"test confusion (accuracy {np.mean(true == predicted):.3f})",
         xlabel="predicted",
         ylabel="true",
@@ -40,12 +65,9 @@ def write_report(
         yticks=labels,
     )
     if len(labels) <= 20:
-        cm_ax.set_xticklabels(class_names, rotation=90)
-        cm_ax.set_yticklabels(class_names)
+        ax.set_xticklabels(class_names, rotation=90)
+        ax.set_yticklabels(class_names)
         for (row, col), count in np.ndenumerate(matrix):
             if count:
                 color = "white" if count > matrix.max() / 2 else "black"
-                cm_ax.text(col, row, str(count), ha="center", va="center", fontsize=7, color=color)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+                ax.text(col, row, str(count), ha="center", va="center", fontsize=7, color=color)

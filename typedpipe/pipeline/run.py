@@ -1,38 +1,28 @@
-"""A training run end to end: check, load, train, evaluate, and the run folder.
+"""A training run end to end: check, read, train, evaluate, and the run folder.
 
 Run folder (`runs/<name>` by default): config.toml (resolved), metrics.json,
 history.jsonl, checkpoints/ (Orbax), model/ (the exported bundle), report.png.
+Only process 0 writes it.
 """
 
 import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from typedpipe.contracts import ContractError
-from typedpipe.pipeline import sources
 from typedpipe.pipeline.check import check_pipeline, errors
-from typedpipe.pipeline.checkpoint import Checkpoints
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.export import export_model
-from typedpipe.pipeline.report import write_report
-from typedpipe.pipeline.sharding import Placement
-from typedpipe.pipeline.train import EpochStats, Trainer, fit
-
-
-@dataclasses.dataclass
-class Callbacks:
-    """Progress hooks; the CLI draws its progress bar through these."""
-
-    on_phase: Callable[[str], None] = lambda what: None  # "checking", "loading data", ...
-    on_start: Callable[[int, int], None] = lambda epochs, steps_per_epoch: None
-    on_step: Callable[[int, float], None] = lambda step, loss: None
-    on_epoch: Callable[[EpochStats], None] = lambda stats: None
+from typedpipe.pipeline.sources import split_indices
+from typedpipe.pipeline.train.callbacks import Checkpointing, History, NumericGuard, write_atomic
+from typedpipe.pipeline.train.checkpoint import Checkpoints
+from typedpipe.pipeline.train.loop import Callback, evaluate, fit
+from typedpipe.pipeline.train.sharding import Placement
+from typedpipe.pipeline.train.step import make_train
 
 
 def train_run(
@@ -43,100 +33,124 @@ def train_run(
     max_steps: int | None = None,
     resume: bool = False,
     devices: int | None = None,
-    callbacks: Callbacks | None = None,
+    callbacks: Sequence[Callback] = (),
+    on_phase: Callable[[str], None] = lambda what: None,
 ) -> dict:
     """Check, then train `config`, writing the run folder to `out`.
 
+    Args:
+        config: the pipeline.
+        out: the run folder.
+        epochs: overrides `[train] epochs`.
+        max_steps: stop once the run has taken this many steps (a checkpoint is written).
+        resume: continue from the newest checkpoint in `out`, exactly where it stopped.
+        devices: data-parallel devices (default 1).
+        callbacks: your own, run after typedpipe's (progress bars, early stopping).
+        on_phase: told what the run is doing before training starts.
+
     Returns:
-        The metrics written to `out/metrics.json`.
+        The metrics written to `out/metrics.json` (None where a value does not exist).
 
     Raises:
         ContractError / ConfigError: the check found errors; nothing was written.
         TrainingStopped: the numeric guard ended training.
     """
-    callbacks = callbacks or Callbacks()
     if epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
     placement = Placement(devices=devices if devices is not None else 1)
-    callbacks.on_phase("checking the pipeline and its data")
-    survey = sources.survey(config)
+    on_phase("checking the pipeline and its data")
+    source = config.source()
+    survey = source.survey()
     found = errors(check_pipeline(config, survey, devices=placement.num_devices))
     if found:
         raise ContractError(found)
-    callbacks.on_phase("loading the data")
-    dataset = sources.load(config, survey)
-    parts = sources.split(dataset, config.data.val_fraction, config.data.test_fraction, config.seed)
+    on_phase("opening the data")
+    records = source.records(survey)
+    data = config.data
+    splits = split_indices(survey.class_ids, data.val_fraction, data.test_fraction, config.seed)
 
-    train = config.train
-    steps_per_epoch = len(parts.train) // train.batch_size
-    trainer = Trainer(config, dataset.label_spec.format, steps_per_epoch, placement)
+    batch_size = config.train.batch_size
+    steps_per_epoch = len(splits.train) // batch_size
+    train = make_train(config, survey.label_spec.format, steps_per_epoch)
+    key = jax.random.key(config.seed)
+    state = jax.jit(train.init_state)(key)
+
     out.mkdir(parents=True, exist_ok=True)
     checkpoints_dir = out / "checkpoints"
     if not resume and checkpoints_dir.exists():
         shutil.rmtree(checkpoints_dir)
     checkpoints = Checkpoints(checkpoints_dir)
-    history_path = out / "history.jsonl"
-    start_epoch, history = 0, []
-    latest = checkpoints.latest_epoch()
-    if resume and latest is not None:
-        start_epoch = latest
-        trainer.state = checkpoints.restore(start_epoch, trainer.state)
+    history_path, metrics_path = out / "history.jsonl", out / "metrics.json"
+    history, seconds_before = [], 0.0
+    latest = checkpoints.latest_step() if resume else None
+    if latest is not None:
+        on_phase(f"restoring step {latest}")
+        state = checkpoints.restore(latest, like=state)
+        done_epochs = latest // max(steps_per_epoch, 1)
         if history_path.exists():
-            history = [json.loads(line) for line in history_path.read_text().splitlines()]
-            history = history[:start_epoch]
-    (out / "config.toml").write_text(config.to_toml())
+            lines = [json.loads(line) for line in history_path.read_text().splitlines() if line]
+            history = [h for h in lines if h["epoch"] <= done_epochs]
+        if metrics_path.exists():
+            seconds_before = json.loads(metrics_path.read_text()).get("train_seconds") or 0.0
+    write_atomic(out / "config.toml", config.to_toml())
 
-    def on_epoch(stats: EpochStats) -> None:
-        history.append(dataclasses.asdict(stats))
-        history_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        checkpoints.save(stats.epoch, trainer.state)
-        callbacks.on_epoch(stats)
-
-    callbacks.on_start(train.epochs - start_epoch, steps_per_epoch)
+    record = History(history_path, history)
+    guard = NumericGuard(
+        train,
+        max_consecutive=config.train.max_consecutive_skips,
+        stop_at_first=config.train.on_nonfinite == "stop",
+    )
+    on_phase("compiling the step")
     started = time.perf_counter()
     try:
-        counts = fit(
-            trainer,
-            parts.train,
-            parts.val,
-            epochs=train.epochs,
-            start_epoch=start_epoch,
+        state, throughput = fit(
+            train,
+            state,
+            records,
+            splits,
+            batch_size=batch_size,
+            epochs=config.train.epochs,
+            seed=config.seed,
+            key=key,
+            placement=placement,
+            callbacks=[guard, record, Checkpointing(checkpoints), *callbacks],
             max_steps=max_steps,
-            on_epoch=on_epoch,
-            on_step=callbacks.on_step,
         )
     finally:
         checkpoints.close()
-    train_seconds = time.perf_counter() - started
+    train_seconds = seconds_before + time.perf_counter() - started
 
-    test = trainer.evaluate(parts.test, train.batch_size)
-    val = trainer.evaluate(parts.val, train.batch_size)
+    test = evaluate(train, state, records, splits.test, batch_size, placement)
+    val = evaluate(train, state, records, splits.val, batch_size, placement)
     metrics = {
         "test_accuracy": test["accuracy"],
         "val_accuracy": val["accuracy"],
         "test_loss": test["loss"],
         "train_seconds": round(train_seconds, 3),
-        **counts,
-        "epochs": len(history),
+        "images_per_second": throughput.images_per_second,
+        "steps": int(state.step),
+        "skipped_steps": int(state.skipped),
+        "epochs": len(record.lines),
         "devices": placement.num_devices,
+        "processes": jax.process_count(),
         "backend": jax.default_backend(),
         "device_kind": jax.devices()[0].device_kind,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    export_model(
-        out / "model",
-        config,
-        trainer.state.params,
-        trainer.state.rest,
-        dataset.spec,
-        dataset.class_names,
-    )
+    write_atomic(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+
+    from typedpipe.pipeline.export import export_model
+    from typedpipe.pipeline.report import write_report
+
+    if survey.spec is not None:  # a clean check always has a spec
+        export_model(
+            out / "model", config, state.params, state.rest, survey.spec, survey.class_names
+        )
     write_report(
         out / "report.png",
-        history,
-        parts.test.class_ids,
-        np.asarray(test["predictions"]),
-        dataset.class_names,
+        record.lines,
+        survey.class_ids[splits.test],
+        test["predictions"],
+        survey.class_names,
         f"{config.name}: {config.model.name} on {config.data.source}",
     )
     return metrics

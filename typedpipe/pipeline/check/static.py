@@ -1,6 +1,6 @@
 """`check`: the whole pipeline validated before any step, every fault reported at once.
 
-In order: the host audit of the data (`sources.survey`); the labels against the
+In order: the host audit of the data (the source's survey); the labels against the
 head; the data's spec flowing through every stage into the model's input
 contract; the model built abstractly (`nnx.eval_shape`, nothing allocated) so
 each layer can refuse its input; the split and batch sizes; and, when all of
@@ -11,12 +11,19 @@ that is sound, the full train step traced and compiled on shapes alone
 import numpy as np
 from flax import nnx
 
-from typedpipe.contracts import ConfigError, ContractError, Diagnostic, ImageSpec, hints
+from typedpipe.contracts import (
+    Accepts,
+    ConfigError,
+    ContractError,
+    Diagnostic,
+    ImageSpec,
+    compare,
+    hints,
+)
 from typedpipe.models import build_model
-from typedpipe.pipeline import sources
+from typedpipe.pipeline.check.preflight import check_step
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.preflight import check_step
-from typedpipe.pipeline.sources import Dataset, Survey
+from typedpipe.pipeline.sources import Survey, split_indices
 from typedpipe.pipeline.stages import Preprocess
 
 # Values may exceed input_range by this share of its width before it is an
@@ -25,19 +32,16 @@ _RANGE_SLACK = 1e-3
 
 
 def check_pipeline(
-    config: Config, data: Survey | Dataset | None = None, *, devices: int = 1
+    config: Config, survey: Survey | None = None, *, devices: int = 1
 ) -> list[Diagnostic]:
     """All faults of `config` applied to its data, in pipeline order; empty when sound.
 
     Args:
         config: the pipeline.
-        data: a survey or loaded dataset; by default the configured source is surveyed.
+        survey: the data's audit; by default the configured source is surveyed.
         devices: how many devices the batch will be split over.
     """
-    if isinstance(data, Dataset):
-        survey = data.survey()
-    else:
-        survey = data if data is not None else sources.survey(config)
+    survey = survey if survey is not None else config.source().survey()
     diagnostics = list(survey.diagnostics)
     if len(survey.labels):
         diagnostics.extend(check_labels(config, survey))
@@ -84,31 +88,16 @@ def check_model_input(spec: ImageSpec, config: Config) -> list[Diagnostic]:
 
     if spec.layout != "nhwc":
         return [fault("shape.layout", "the model expects channels-last images", hints.layout())]
-    found = []
-    if not spec.is_float:
-        found.append(
-            fault(
-                "dtype.input",
-                f"{spec.dtype} pixels reach the model, which expects floats",
-                hints.dtype(expected_float=True),
-            )
+    accepts = Accepts("float", height, width, channels)
+    batch_shape = (1, spec.height, spec.width, spec.channels)
+    found = [
+        fault(
+            m.code,
+            f"the images reaching the model: {m.message}",
+            hints.fix(m.code, accepts, batch_shape),
         )
-    if (spec.height, spec.width) != (height, width):
-        found.append(
-            fault(
-                "shape.spatial",
-                f"{spec.height}x{spec.width} images reach a model built for {height}x{width}",
-                hints.spatial(height, width),
-            )
-        )
-    if spec.channels != channels:
-        found.append(
-            fault(
-                "shape.channels",
-                f"{spec.channels}-channel images reach a model built for {channels}",
-                hints.channels(channels, spec.channels),
-            )
-        )
+        for m in compare(accepts, batch_shape, spec.dtype)
+    ]
     if spec.value_range is not None and spec.is_float:
         lo, hi = spec.value_range
         slack = _RANGE_SLACK * (wanted_range[1] - wanted_range[0])
@@ -205,9 +194,7 @@ def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Di
     """The split must work, and the batch must fit the training part and the devices."""
     data, batch_size = config.data, config.train.batch_size
     try:
-        train, _, _ = sources.split_indices(
-            classes, data.val_fraction, data.test_fraction, config.seed
-        )
+        train = split_indices(classes, data.val_fraction, data.test_fraction, config.seed).train
     except ContractError as err:
         return list(err.diagnostics)
     found = []

@@ -14,7 +14,8 @@ import numpy as np
 
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, ImageSpec
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.train import Trainer
+from typedpipe.pipeline.sources import Batch
+from typedpipe.pipeline.train.step import make_train
 
 # Leave this share of device memory to the runtime, the input pipeline and fragmentation.
 _HEADROOM = 0.9
@@ -51,16 +52,18 @@ def _step_faults(
 ) -> list[Diagnostic]:
     key = jax.random.key(0)
 
-    def batch(size: int) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
-        return (
+    def batch(size: int) -> Batch:
+        return Batch(
             jax.ShapeDtypeStruct((size, *spec.shape), _device_dtype(spec.dtype)),
             jax.ShapeDtypeStruct((size, *labels.shape[1:]), _device_dtype(labels.dtype)),
+            jax.ShapeDtypeStruct((size,), np.dtype(bool)),
         )
 
     per_device = max(config.train.batch_size // devices, 1)
     try:
-        trainer = Trainer(config, label_format, steps_per_epoch=1, abstract=True)
-        jax.eval_shape(trainer.train_step, trainer.state, *batch(per_device), key)
+        train = make_train(config, label_format, steps_per_epoch=1)
+        state = jax.eval_shape(train.init_state, key)
+        jax.eval_shape(train.train_step, state, batch(per_device), key)
     except (ContractError, ConfigError) as err:
         return list(err.diagnostics)
     except Exception as err:  # reported with its code, never as a traceback
@@ -77,8 +80,10 @@ def _step_faults(
             )
         ]
 
+    step = jax.jit(train.train_step, donate_argnums=0)
+
     def step_bytes(size: int) -> int:
-        compiled = trainer.train_step.lower(trainer.state, *batch(size), key).compile()
+        compiled = step.lower(state, batch(size), key).compile()
         return compiled_bytes(compiled) or 0  # 0: a backend without memory analysis
 
     need = step_bytes(per_device)

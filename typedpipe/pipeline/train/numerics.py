@@ -2,9 +2,9 @@
 
 - Losses come from `log_softmax` (inside optax's cross-entropies), never from
   `log(softmax(x))`, which underflows to log(0) = -inf for confident logits.
-- `all_finite` + `select_tree` make an update all-or-nothing: a step whose loss,
-  gradients or new weights hold a NaN/inf is dropped whole, so a non-finite
-  value is never written into the weights or the optimizer state.
+- `all_finite` + `optax.tree.where` make an update all-or-nothing: a step whose
+  loss, gradients or new weights hold a NaN/inf is dropped whole, so a
+  non-finite value is never written into the weights or the optimizer state.
 - `LossScale` keeps float16 gradients out of underflow (scale up) without letting
   them overflow (halve on a non-finite step).
 """
@@ -13,44 +13,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
-from jaxtyping import Array, Float, Int, PyTree
-
-from typedpipe.contracts import contract
-
-
-@dataclasses.dataclass(frozen=True)
-class CrossEntropy:
-    """Softmax cross-entropy against integer class ids. Labels `b` ints -> `b` losses."""
-
-    num_classes: int
-    name: str = "loss"
-
-    @contract
-    def __call__(
-        self, logits: Float[Array, "b {self.num_classes}"], labels: Int[Array, " b"]
-    ) -> Float[Array, " b"]:
-        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class OneHotCrossEntropy:
-    """Softmax cross-entropy against one-hot rows. Labels `b num_classes` -> `b` losses."""
-
-    num_classes: int
-    name: str = "loss"
-
-    @contract
-    def __call__(
-        self,
-        logits: Float[Array, "b {self.num_classes}"],
-        labels: Float[Array, "b {self.num_classes}"],
-    ) -> Float[Array, " b"]:
-        return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
-
-
-def loss_for(label_format: str, num_classes: int):
-    return (OneHotCrossEntropy if label_format == "onehot" else CrossEntropy)(num_classes)
+from jaxtyping import Array, PyTree
 
 
 def all_finite(*trees: PyTree) -> Array:
@@ -64,11 +27,6 @@ def all_finite(*trees: PyTree) -> Array:
     if not leaves:
         return jnp.asarray(True)
     return jnp.stack([jnp.isfinite(leaf).all() for leaf in leaves]).all()
-
-
-def select_tree(keep_new: Array, new: PyTree, old: PyTree) -> PyTree:
-    """`new` where `keep_new`, else `old`, leaf by leaf (both trees share a structure)."""
-    return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
 
 
 @jax.tree_util.register_dataclass

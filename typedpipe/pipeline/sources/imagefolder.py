@@ -1,10 +1,11 @@
-"""The `imagefolder` source: one sub-folder per class, decoded with Pillow, loaded with Grain.
+"""The `imagefolder` source: one sub-folder per class, decoded with Pillow, read through Grain.
 
 The survey reads every file's header (size and colour mode, no pixels), refuses
 pixel bombs before anything is decoded, and decodes an evenly spaced sample to
-catch truncated files and measure the value range. Loading decodes every file
-on Grain worker threads, with prefetch, into one array. Files are only read:
-nothing in the folder is ever written, moved or deleted.
+catch truncated files and measure the value range. Training then reads the
+files batch by batch (`FileRecords`): host memory does not grow with the
+number of files. Files are only read: nothing in the folder is ever written,
+moved or deleted.
 """
 
 import collections
@@ -12,25 +13,23 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
-import grain
 import numpy as np
-from PIL import Image
+from beartype.vale import Is
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
-from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import (
-    Dataset,
-    Survey,
-    data_path,
-    labels_as,
-    nonfinite_images,
-    register,
-    spec_of,
-)
-
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+from typedpipe.contracts.diagnostics import data_corrupt, data_empty
+from typedpipe.pipeline.sources.audit import nonfinite_images, spec_of
+from typedpipe.pipeline.sources.base import Source, Survey, labels_as
+from typedpipe.pipeline.sources.decode import (
+    DECODE_MODES,
+    IMAGE_SUFFIXES,
+    Header,
+    decode,
+    mode_layout,
+    pixel_limit,
+    read_header,
 )
 
 #: Files decoded by the survey to check their data and measure the value range.
@@ -47,88 +46,103 @@ _CHUNK = 64
 _PARALLEL_DECODE_PIXELS = 128 * 128
 _THREADS = min(8, os.cpu_count() or 1)
 
-_DECODE_MODES = {"rgb": "RGB", "gray": "L"}
-
-# Pillow's own default for MAX_IMAGE_PIXELS: about 1/4 GiB of 24-bit pixels.
-_DEFAULT_PIXEL_LIMIT = 89_478_485
+# The decode size a config may ask for: past it one image alone is a pixel bomb.
+_MAX_SIDE = 16384
 
 
 @dataclasses.dataclass(frozen=True)
-class Header:
-    """What a file's header says, or why it could not be read."""
-
-    path: Path
-    label: int
-    height: int = 0
-    width: int = 0
-    mode: str = ""  # the mode it decodes to under `mode = "keep"`
-    fault: str = ""  # why it cannot be used; "" when readable
-    too_large: bool = False  # the fault is its pixel count
-
-
-def stored_mode(image: Image.Image) -> str:
-    """The mode "keep" decodes to: palette images expand to colour, bilevel to 8-bit gray."""
-    if image.mode in ("P", "PA"):
-        return "RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB"
-    return "L" if image.mode == "1" else image.mode
+class FolderOptions:
+    path: str
+    mode: Literal["rgb", "gray", "keep"] = "keep"
+    size: (
+        tuple[
+            Annotated[int, Is[lambda n: 0 < n <= _MAX_SIDE]],
+            Annotated[int, Is[lambda n: 0 < n <= _MAX_SIDE]],
+        ]
+        | None
+    ) = None
 
 
-@functools.cache
-def _mode_layout(mode: str) -> tuple[int, str]:
-    """(channels, numpy dtype) of an image decoded in `mode`."""
-    pixel = np.asarray(Image.new(mode, (1, 1)))
-    return (pixel.shape[2] if pixel.ndim == 3 else 1), str(pixel.dtype)
+class ImageFolder(Source):
+    """`path/<class>/<image>`: labels from the sorted sub-folder names."""
+
+    Options = FolderOptions
+
+    def survey(self) -> Survey:
+        return survey_folder(self.options, self.context.labels)
+
+    def records(self, survey: Survey) -> "FileRecords":
+        if survey.errors or survey.spec is None:
+            raise ContractError(survey.errors or survey.diagnostics)
+        return FileRecords(
+            survey.files, survey.labels, survey.spec, self.options, Path(self.options.path)
+        )
 
 
-def pixel_limit() -> int:
-    """Pillow's decompression-bomb limit; kept even where a program has switched it off."""
-    return Image.MAX_IMAGE_PIXELS or _DEFAULT_PIXEL_LIMIT
+@dataclasses.dataclass(frozen=True)
+class FileRecords:
+    """The surveyed files, decoded when read: Grain's random-access protocol over a folder."""
 
+    files: tuple[Path, ...]
+    labels: np.ndarray
+    spec: ImageSpec
+    options: FolderOptions
+    root: Path
 
-def read_header(path: Path, label: int) -> Header:
-    """Size and mode from the header alone; the pixel count is checked before any decode."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > pixel_limit():
-                return _bomb(path, label, f"{width}x{height} = {width * height:,} pixels")
-            mode = stored_mode(image)
-            if image.format == "PNG":
-                image.verify()  # walks every chunk and its CRC without decompressing
-        return Header(path, label, height, width, mode)
-    except Image.DecompressionBombError as err:
-        return _bomb(path, label, str(err).split(",")[0])
-    except Exception as err:  # any failure to parse means "corrupt"
-        return Header(path, label, fault=f"{type(err).__name__}: {err}")
+    def __len__(self) -> int:
+        return len(self.files)
 
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = self.read_batch(np.array([index]))
+        return images[0], labels[0]
 
-def _bomb(path: Path, label: int, why: str) -> Header:
-    return Header(path, label, fault=why, too_large=True)
+    @property
+    def read_threads(self) -> int:
+        """Loader threads worth using: several only where decoding releases the GIL long enough."""
+        return _THREADS if self.spec.height * self.spec.width >= _PARALLEL_DECODE_PIXELS else 1
 
+    def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decode the files at `indices` into one `(n, h, w, c)` array.
 
-def decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as `(h, w, c)`, in the configured mode and (bilinear) size."""
-    with Image.open(path) as opened:
-        image: Image.Image = opened
-        target = _DECODE_MODES.get(mode) or stored_mode(image)
-        if image.mode != target:
-            image = image.convert(target)
-        if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image)
-    return pixels[..., None] if pixels.ndim == 2 else pixels
+        Raises:
+            ContractError: a file no longer decodes to the surveyed spec
+                (`data.corrupt`), or holds NaN/inf pixels (`value.nonfinite`).
+        """
+        images = np.empty((len(indices), *self.spec.shape), self.spec.dtype)
+        failed = []
+        for row, index in enumerate(indices):
+            path = self.files[index]
+            pixels = _try_decode(path, self.options)
+            if isinstance(pixels, str) or pixels.shape != images.shape[1:]:
+                why = pixels if isinstance(pixels, str) else f"decodes to {pixels.shape}"
+                failed.append(f"{_relative(self.root, path)}: {why}")
+            else:
+                images[row] = pixels
+        if failed:
+            raise ContractError(
+                data_corrupt(
+                    f"{len(failed)} file(s) failed to decode",
+                    expected=f"readable {self.spec.describe()} images",
+                    got="decode errors",
+                    hint="remove or replace these files, then run typedpipe check",
+                    items=failed,
+                )
+            )
+        names = [_relative(self.root, self.files[i]) for i in indices]
+        nonfinite = nonfinite_images(images, names)
+        if nonfinite:
+            raise ContractError(nonfinite)
+        return images, self.labels[indices]
 
 
 def _threaded(items: list, fn, threads: int = _THREADS) -> list:
     """`fn` over `items` in order, in chunks on Grain's reader threads, with prefetch."""
+    import grain
+
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     dataset = grain.MapDataset.source(chunks).map(lambda chunk: [fn(item) for item in chunk])
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
     return [result for chunk in dataset.to_iter_dataset(options) for result in chunk]
-
-
-def _decode_threads(spec: ImageSpec) -> int:
-    return _THREADS if spec.height * spec.width >= _PARALLEL_DECODE_PIXELS else 1
 
 
 def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -144,10 +158,10 @@ def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, files
 
 
-def survey_folder(config: Config) -> Survey:
+def survey_folder(options: FolderOptions, label_format: str = "int") -> Survey:
     """Audit an image folder from its headers and a decoded sample; never raises on data."""
-    root = data_path(config)
-    scanned = _scan(root, config)
+    root = Path(options.path)
+    scanned = _scan(root)
     if isinstance(scanned, Diagnostic):
         return Survey.failed(scanned)
     classes, files = scanned
@@ -157,8 +171,8 @@ def survey_folder(config: Config) -> Survey:
     too_large = [h for h in headers if h.too_large]
     corrupt = [h for h in headers if h.fault and not h.too_large]
     readable = [h for h in headers if not h.fault]
-    diagnostics.extend(_mixed(readable, config, name))
-    sample, pixels, truncated = _decode_sample(readable, config)
+    diagnostics.extend(_mixed(readable, options, name))
+    sample, pixels, truncated = _decode_sample(readable, options)
     corrupt.extend(truncated)
     diagnostics.extend(nonfinite_images(pixels, [name(h.path) for h in sample]))
     if too_large:
@@ -188,9 +202,8 @@ def survey_folder(config: Config) -> Survey:
         )
     bad_paths = {h.path for h in corrupt}
     good = [h for h in readable if h.path not in bad_paths]
-    label_format = config.data.labels
     return Survey(
-        _spec(good, pixels, config) if good else None,
+        _spec(good, pixels, options) if good else None,
         labels_as(label_format, np.array([h.label for h in good], np.int32), len(classes)),
         LabelSpec(label_format, len(classes)),
         tuple(diagnostics),
@@ -199,13 +212,13 @@ def survey_folder(config: Config) -> Survey:
     )
 
 
-def _scan(root: Path, config: Config) -> tuple[list[str], list[tuple[Path, int]]] | Diagnostic:
+def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]] | Diagnostic:
     """The class names and (file, label) pairs, or why the folder cannot be used at all."""
     if not root.is_dir():
         return _empty(
             f"no folder at {root}",
             "a folder of class sub-folders",
-            f"path = {config.data.path!r}",
+            f"path = {str(root)!r}",
             "set path under [data] to a folder of class sub-folders",
         )
     try:
@@ -248,58 +261,22 @@ def _empty_classes(classes: list[str], files: list[tuple[Path, int]]) -> list[Di
 
 
 def _decode_sample(
-    readable: list[Header], config: Config
+    readable: list[Header], options: FolderOptions
 ) -> tuple[list[Header], list[np.ndarray], list[Header]]:
     """Decode an evenly spaced sample: the files decoded, their pixels, and the files a
     header showed fine but whose data is truncated or broken."""
     count = min(SAMPLE_SIZE, len(readable))
     sample = [readable[i] for i in np.linspace(0, len(readable) - 1, count, dtype=int)]
-    decoded = _threaded([h.path for h in sample], functools.partial(_try_decode, config=config))
+    decoded = _threaded([h.path for h in sample], functools.partial(_try_decode, options=options))
     pairs = list(zip(sample, decoded, strict=True))
     broken = [dataclasses.replace(h, fault=p) for h, p in pairs if isinstance(p, str)]
     good = [(h, p) for h, p in pairs if not isinstance(p, str)]
     return [h for h, _ in good], [p for _, p in good], broken
 
 
-@register("imagefolder", survey=survey_folder)
-def load_folder(config: Config, found: Survey) -> Dataset:
-    """Decode every surveyed file on Grain threads into one `(n, h, w, c)` array."""
-    spec = found.spec
-    if spec is None:  # only a faulted survey has no spec, and `sources.load` refuses those
-        raise ContractError(found.diagnostics)
-    images = np.empty((len(found.files), *spec.shape), spec.dtype)
-    decoded = _threaded(
-        list(found.files), functools.partial(_try_decode, config=config), _decode_threads(spec)
-    )
-    failed = []
-    for index, (path, pixels) in enumerate(zip(found.files, decoded, strict=True)):
-        if isinstance(pixels, str) or pixels.shape != images.shape[1:]:
-            failed.append(f"{path}: {pixels if isinstance(pixels, str) else pixels.shape}")
-        else:
-            images[index] = pixels
-    if failed:
-        raise ContractError(
-            Diagnostic(
-                "data.corrupt",
-                f"{len(failed)} file(s) failed to decode",
-                stage="data",
-                expected=f"readable {spec.describe()} images",
-                got="decode errors",
-                hint="remove or replace these files, then run typedpipe check",
-                items=tuple(failed),
-            )
-        )
-    # The survey saw a sample; the pixels of every file are here now.
-    root = data_path(config)
-    nonfinite = nonfinite_images(images, [_relative(root, path) for path in found.files])
-    if nonfinite:
-        raise ContractError(nonfinite)
-    return Dataset(images, found.labels, found.label_spec, found.class_names)
-
-
-def _try_decode(path: Path, config: Config) -> np.ndarray | str:
+def _try_decode(path: Path, options: FolderOptions) -> np.ndarray | str:
     try:
-        return decode(path, config.data.mode, config.data.size)
+        return decode(path, options.mode, options.size)
     except Exception as err:  # a file that will not decode is corrupt
         return f"{type(err).__name__}: {err}"
 
@@ -309,21 +286,13 @@ def _relative(root: Path, path: Path) -> str:
 
 
 def _empty(message: str, expected: str, got: str, hint: str, items=()) -> Diagnostic:
-    return Diagnostic(
-        "data.empty",
-        message,
-        stage="data",
-        expected=expected,
-        got=got,
-        hint=hint,
-        items=tuple(items),
-    )
+    return data_empty(message, expected=expected, got=got, hint=hint, items=items)
 
 
-def _mixed(headers: list[Header], config: Config, name) -> list[Diagnostic]:
+def _mixed(headers: list[Header], options: FolderOptions, name) -> list[Diagnostic]:
     """Sizes or modes that differ across files with no decode setting to unify them."""
     found = []
-    if config.data.size is None:
+    if options.size is None:
         sizes = collections.Counter((h.height, h.width) for h in headers)
         if len(sizes) > 1:
             height, width = _most_common(sizes)
@@ -340,7 +309,7 @@ def _mixed(headers: list[Header], config: Config, name) -> list[Diagnostic]:
                     items=tuple(f"{name(h.path)} ({h.height}x{h.width})" for h in odd),
                 )
             )
-    if config.data.mode == "keep":
+    if options.mode == "keep":
         modes = collections.Counter(h.mode for h in headers)
         if len(modes) > 1:
             common = _most_common(modes)
@@ -361,14 +330,14 @@ def _mixed(headers: list[Header], config: Config, name) -> list[Diagnostic]:
     return found
 
 
-def _spec(headers: list[Header], sample: list[np.ndarray], config: Config) -> ImageSpec:
+def _spec(headers: list[Header], sample: list[np.ndarray], options: FolderOptions) -> ImageSpec:
     """The most common size and mode, as decoded, with the sample's value range."""
-    if config.data.size is not None:
-        height, width = config.data.size
+    if options.size is not None:
+        height, width = options.size
     else:
         height, width = _most_common((h.height, h.width) for h in headers)
-    mode = _DECODE_MODES.get(config.data.mode) or _most_common(h.mode for h in headers)
-    channels, dtype = _mode_layout(mode)
+    mode = DECODE_MODES.get(options.mode) or _most_common(h.mode for h in headers)
+    channels, dtype = mode_layout(mode)
     ranges = [r for r in (spec_of(p[None]).value_range for p in sample) if r is not None]
     value_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
     return ImageSpec(height, width, channels, dtype, value_range)

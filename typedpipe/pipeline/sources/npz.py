@@ -5,27 +5,46 @@ are handed on as stored; only `layout = "nchw"`, a declared setting, transposes
 them to channels-last.
 """
 
+import dataclasses
 import zipfile
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from typedpipe.contracts import ContractError, Diagnostic, LabelSpec
-from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import Dataset, data_path, register
+from typedpipe.contracts import ContractError, Diagnostic, LabelSpec, looks_channels_last
+from typedpipe.contracts.diagnostics import data_corrupt, data_empty
+from typedpipe.pipeline.sources.arrays import ArraySource
+from typedpipe.pipeline.sources.base import names_of
 
 
-@register("npz")
-def load_npz(config: Config) -> Dataset:
+@dataclasses.dataclass(frozen=True)
+class NpzOptions:
+    path: str
+    layout: Literal["nhwc", "nchw"] = "nhwc"
+
+
+class Npz(ArraySource):
     """Arrays `images` (n, h, w[, c]) and `labels` (n,) or (n, k) from one `.npz` file."""
-    path = data_path(config)
+
+    Options = NpzOptions
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, LabelSpec, tuple[str, ...]]:
+        return load_npz(Path(self.options.path), self.options.layout)
+
+
+def load_npz(path: Path, layout: str) -> tuple[np.ndarray, np.ndarray, LabelSpec, tuple[str, ...]]:
+    """The arrays of one `.npz` file, channels-last.
+
+    Raises:
+        ContractError: the file is missing, unreadable, or its arrays are malformed.
+    """
     if not path.is_file():
         raise ContractError(
-            Diagnostic(
-                "data.empty",
+            data_empty(
                 f"no file at {path}",
-                stage="data",
                 expected="an .npz file",
-                got=f"path = {config.data.path!r}",
+                got=f"path = {str(path)!r}",
                 hint="set path under [data] to an existing .npz",
             )
         )
@@ -42,20 +61,18 @@ def load_npz(config: Config) -> Dataset:
             images, labels = arrays["images"], arrays["labels"]
     except Exception as err:  # zip, header, pickle or I/O: all mean "unreadable"
         raise ContractError(
-            Diagnostic(
-                "data.corrupt",
+            data_corrupt(
                 f"{path} cannot be read: {err}",
-                stage="data",
                 expected="an .npz with arrays images and labels",
                 got=type(err).__name__,
                 hint="write it with np.savez(path, images=images, labels=labels)",
                 items=(str(path),),
             )
         ) from None
-    faults = _array_faults(images, labels, config.data.layout)
+    faults = _array_faults(images, labels, layout)
     if faults:
         raise ContractError(faults)
-    if config.data.layout == "nchw" and images.ndim == 4:
+    if layout == "nchw" and images.ndim == 4:
         images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     if images.ndim == 3:
         images = images[..., None]
@@ -63,8 +80,7 @@ def load_npz(config: Config) -> Dataset:
         label_spec = LabelSpec("onehot", labels.shape[1])
     else:
         label_spec = LabelSpec("int", int(labels.max()) + 1 if labels.size else 0)
-    names = tuple(map(str, range(label_spec.num_classes)))
-    return Dataset(images, labels, label_spec, names)
+    return images, labels, label_spec, tuple(names_of(label_spec.num_classes))
 
 
 def _array_faults(images: np.ndarray, labels: np.ndarray, layout: str) -> list[Diagnostic]:
@@ -91,12 +107,7 @@ def _array_faults(images: np.ndarray, labels: np.ndarray, layout: str) -> list[D
             str(images.dtype),
             "store images as uint8 (0..255) or float32",
         )
-    if (
-        images.ndim == 4
-        and layout == "nchw"
-        and images.shape[3] in (1, 3, 4)
-        and images.shape[1] not in (1, 3, 4)
-    ):
+    if layout == "nchw" and looks_channels_last(images.shape):
         fault(
             "shape.layout",
             'layout = "nchw" but the images look channels-last',

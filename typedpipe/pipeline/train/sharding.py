@@ -12,7 +12,7 @@ class Placement:
 
     Example:
         >>> placement = Placement(devices=1)
-        >>> placement.batch(np.zeros((8, 4))).shape
+        >>> placement.put(np.zeros((8, 4))).shape
         (8, 4)
     """
 
@@ -39,8 +39,17 @@ class Placement:
     def num_devices(self) -> int:
         return self.mesh.size
 
-    def batch(self, array: np.ndarray) -> jax.Array:
-        return jax.device_put(array, self.batch_sharding)
+    def put(self, tree, *, process_local: bool = True):
+        """A host batch onto the devices, its batch axis split over the mesh.
+
+        With `process_local`, each process holds its own share of the global
+        batch (as the loader shards it); otherwise every process holds all of it.
+        """
+        if not process_local:
+            return jax.device_put(tree, self.batch_sharding)
+        return jax.tree.map(
+            lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf), tree
+        )
 
     def replicate(self, tree):
         return jax.device_put(tree, self.replicated)

@@ -1,0 +1,8 @@
+"""The pipeline config: its schema (dataclasses) and the strict TOML loader."""
+
+from typedpipe.pipeline.config.loader import load_config as load_config
+from typedpipe.pipeline.config.loader import parse_config as parse_config
+from typedpipe.pipeline.config.schema import Config as Config
+from typedpipe.pipeline.config.schema import DataConfig as DataConfig
+from typedpipe.pipeline.config.schema import ModelConfig as ModelConfig
+from typedpipe.pipeline.config.schema import TrainConfig as TrainConfig

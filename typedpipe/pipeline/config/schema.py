@@ -1,0 +1,127 @@
+"""The config schema: one frozen dataclass per table; annotations are what the loader checks.
+
+A registered name (source, model, optimizer) is annotated with its registry, so
+an unknown one gets "did you mean" and the list of valid names. A source's own
+`[data]` keys live in its `Options` dataclass, kept in `DataConfig.options`.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from beartype.vale import Is
+
+from typedpipe.models import MODELS
+from typedpipe.pipeline.sources import SOURCES, Source, SourceContext
+from typedpipe.pipeline.stages import Stage
+from typedpipe.pipeline.train.optimizers import OPTIMIZERS
+
+Fraction = Annotated[float, Is[lambda f: 0.0 <= f < 1.0], "a number in [0, 1)"]
+Positive = Annotated[float, Is[lambda x: x > 0], "a number > 0"]
+PositiveInt = Annotated[int, Is[lambda n: n > 0], "an int > 0"]
+Seed = Annotated[int, Is[lambda n: 0 <= n < 2**32], "an int in [0, 2**32)"]
+# A run folder is `runs/<name>`: a plain name can never point outside it.
+PlainName = Annotated[
+    str,
+    Is[lambda s: bool(s) and s not in (".", "..") and all(c.isalnum() or c in "-_." for c in s)],
+    "a plain name (letters, digits, '-', '_', '.'; no path)",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """`[data]`: which source, how its labels are stored, how it is split, and its own keys."""
+
+    source: Annotated[str, SOURCES] = "digits"
+    labels: Literal["int", "onehot"] = "int"
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.2
+    options: Any = None  # the source's Options; its keys sit in [data] beside these
+
+    def __getattr__(self, key: str) -> Any:
+        # A source's own keys read as `config.data.<key>`, as they are written.
+        options = self.__dict__.get("options")
+        if options is not None and key in {f.name for f in dataclasses.fields(options)}:
+            return getattr(options, key)
+        raise AttributeError(f"[data] of source {self.__dict__.get('source')!r} has no {key!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """`[model]`: the architecture and the input contract it is built for."""
+
+    name: Annotated[str, MODELS] = "small_cnn"
+    input: tuple[PositiveInt, PositiveInt, PositiveInt] = (8, 8, 1)
+    input_range: tuple[float, float] = (0.0, 1.0)
+    num_classes: Annotated[int, Is[lambda n: n >= 2], "an int >= 2"] = 10
+    layers: tuple[dict[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`[train]`: optimisation, precision and the numeric guard."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    optimizer: Annotated[str, OPTIMIZERS] = "adam"
+    learning_rate: Positive = 1e-3
+    schedule: Literal["constant", "cosine"] = "cosine"
+    weight_decay: Annotated[float, Is[lambda x: x >= 0], "a number >= 0"] = 1e-4
+    momentum: Fraction = 0.9
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    clip_global_norm: Positive | None = 1.0
+    on_nonfinite: Literal["skip", "stop"] = "skip"
+    max_consecutive_skips: PositiveInt = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class TopLevel:
+    """The scalar keys at the top of the file."""
+
+    name: PlainName = "typedpipe"
+    seed: Seed = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole pipeline: data, preprocessing stages, model and training."""
+
+    name: str = "typedpipe"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    preprocess: tuple[Stage, ...] = ()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def source(self) -> Source:
+        """The configured data source, opened with its options."""
+        data, model = self.data, self.model
+        cls = SOURCES.get(data.source)
+        context = SourceContext(
+            seed=self.seed,
+            labels=data.labels,
+            model_input=model.input,
+            input_range=model.input_range,
+            num_classes=model.num_classes,
+        )
+        return cls(data.options, context)
+
+    def to_toml(self) -> str:
+        """The resolved config, every default written out, loadable by `parse_config`."""
+        table = _plain(dataclasses.asdict(self))
+        options = table["data"].pop("options", None) or {}
+        table["data"].update(options)
+        table["preprocess"] = [
+            {"op": stage.op, **_plain(dataclasses.asdict(stage))} for stage in self.preprocess
+        ]
+        return tomli_w.dumps(table)
+
+
+def _plain(value: Any) -> Any:
+    """Drop None (TOML has no null) and turn tuples into lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,88 @@
+"""The one loader: Grain shuffles, shards, batches and prefetches every source's records.
+
+Training, evaluation and `bench` all read through `batches`. What it yields is a
+pure function of (seed, epoch, position): a run stopped at any step resumes on
+exactly the batches it would have seen, by skipping whole batches of indices
+(nothing is read for them).
+"""
+
+import dataclasses
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+from typedpipe.pipeline.sources.base import RecordSource, read_batch
+
+#: Batches read ahead of the one the device is working on.
+PREFETCH = 2
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Images as stored, their labels, and which rows are real (False: padding)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: every epoch its own order, reproducible from the seed."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def batches(
+    records: RecordSource,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    epoch: int = 0,
+    skip: int = 0,
+    shard: tuple[int, int] | None = None,
+) -> Iterator[Batch]:
+    """Batches of `records[indices]`, read on Grain threads ahead of use.
+
+    Args:
+        records: any random-access record source.
+        indices: which records (a split).
+        batch_size: the global batch; each of `shard`'s processes reads its share.
+        shuffle_seed: shuffle each epoch (and drop the last partial batch, so
+            every step has one shape); None reads in order and pads the last
+            batch, its padding rows masked out.
+        epoch: which epoch's order.
+        skip: batches of this epoch already consumed (resuming mid-epoch).
+        shard: (this process, process count); default `jax.process_index()` of
+            `jax.process_count()`.
+
+    Example:
+        >>> records = ArrayRecords(np.arange(10)[:, None, None, None], np.arange(10))
+        >>> [b.mask.sum() for b in batches(records, np.arange(10), 4)]
+        [4, 4, 2]
+    """
+    import grain
+
+    index, count = shard or (jax.process_index(), jax.process_count())
+    per_process = batch_size // count
+    train = shuffle_seed is not None
+    dataset = grain.MapDataset.source(np.asarray(indices))
+    if train:
+        dataset = dataset.shuffle(seed=epoch_seed(shuffle_seed, epoch))
+    dataset = dataset[index::count].batch(per_process, drop_remainder=train)[skip:]
+
+    def read(chosen: np.ndarray) -> Batch:
+        real = len(chosen)
+        padded = np.concatenate([chosen, np.repeat(chosen[:1], per_process - real)])
+        images, labels = read_batch(records, padded)
+        return Batch(images, labels, np.arange(per_process) < real)
+
+    threads = getattr(records, "read_threads", 1)
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=PREFETCH * threads)
+    yield from dataset.map(read).to_iter_dataset(options)
+
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Full batches in one epoch of `train_size` records (the last partial one is dropped)."""
+    return train_size // batch_size
