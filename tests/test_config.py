@@ -41,14 +41,42 @@ def test_wrong_type_names_key_and_expected_type():
         parse_config('[train]\nepochs = "ten"\n', source="c.toml")
     (diagnostic,) = info.value.diagnostics
     assert diagnostic.code == "config.value"
-    assert "c.toml:2: [train] epochs must be int" in diagnostic.message
+    assert "c.toml:2: [train] epochs must be an int > 0" in diagnostic.message
     assert diagnostic.got == "epochs = 'ten'"
 
 
 def test_literal_choices_are_listed():
     with pytest.raises(ConfigError) as info:
-        parse_config('[train]\noptimizer = "adagrad"\n')
-    assert "'adam' | 'adamw' | 'sgd'" in info.value.diagnostic.expected
+        parse_config('[train]\nprecision = "float64"\n')
+    assert "'float32' | 'bfloat16' | 'float16'" in info.value.diagnostic.expected
+
+
+def test_registered_names_are_listed_with_the_closest_one():
+    with pytest.raises(ConfigError) as info:
+        parse_config('[train]\noptimizer = "adamm"\n', source="c.toml")
+    diagnostic = info.value.diagnostic
+    assert diagnostic.code == "config.unknown_name"
+    assert diagnostic.message == "c.toml:2: no optimizer named 'adamm'"
+    assert diagnostic.expected == "adam | adamw | sgd"
+    assert diagnostic.hint == "optimizer = \"adam\" (did you mean 'adam'?)"
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[train]\nepochs = true\n", "epochs"),
+        ("[train]\nlearning_rate = inf\n", "learning_rate"),
+        ("[train]\nmomentum = nan\n", "momentum"),
+        ('[[preprocess]]\nop = "normalize"\nmean = [nan]\nstd = [1.0]\n', "mean"),
+        ("seed = -1\n", "seed"),
+        ('name = "../elsewhere"\n', "name"),
+    ],
+)
+def test_bools_non_finite_numbers_and_paths_are_refused(text, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert codes(info.value) == ["config.value"]
+    assert key in info.value.diagnostic.message
 
 
 def test_int_accepted_where_float_declared():

@@ -120,7 +120,7 @@ def build_model(
         if faults or cls is None:
             raise ConfigError(faults)
         layer_name = params.pop("name")
-        layer = cls.build(shape, name=layer_name, rngs=rngs, **params)
+        layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
         try:
             shape = layer.output_shape(shape)
         except ContractError as err:

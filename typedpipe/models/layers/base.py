@@ -24,6 +24,7 @@ from jaxtyping import Array
 
 from typedpipe.contracts import ConfigError, ContractError
 from typedpipe.contracts.diagnostics import config_value, model_shape
+from typedpipe.contracts.keys import validate
 from typedpipe.registry import Registry
 
 Shape = tuple[int, ...]
@@ -119,12 +120,24 @@ class Layer(nnx.Module):
 
     @classmethod
     def build(cls, in_shape: Shape, *, name: str, rngs: nnx.Rngs, **params: Any) -> "Layer":
-        """Construct from a validated config entry, taking the input channels from `in_shape`."""
+        """Construct from config parameters, taking the input channels from `in_shape`.
+
+        Raises:
+            ConfigError: an unknown key, or a value of the wrong type or range.
+        """
+        values, found = validate(cls.params(), params, where=f"[model] layer {name} ({cls.kind})")
+        if found:
+            raise ConfigError(found)
+        return cls.construct(in_shape, name=name, rngs=rngs, **values)
+
+    @classmethod
+    def construct(cls, in_shape: Shape, *, name: str, rngs: nnx.Rngs, **params: Any) -> "Layer":
+        """Construct from parameters already validated against `params()`."""
         if "in_features" in inspect.signature(cls.__init__).parameters:
             params["in_features"] = in_shape[-1]
         # Each layer's constructor has its own parameters, and all take name and rngs.
-        construct: Callable[..., Layer] = cls
-        return construct(**params, name=name, rngs=rngs)
+        init: Callable[..., Layer] = cls
+        return init(**params, name=name, rngs=rngs)
 
     def output_shape(self, shape: Shape) -> Shape:
         """The per-image output shape for a per-image input shape, or a ContractError."""

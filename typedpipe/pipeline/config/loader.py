@@ -84,7 +84,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         errors.extend(validate_entry(entry, index, lambda key: locate("model", "layers"))[2])
     train = _section(TrainConfig, tables["train"], "[train]", "train", locate, errors)
     preprocess = _stages(raw.get("preprocess", []), locate, errors)
-    errors.extend(_cross_checks(data, locate))
+    errors.extend(_cross_checks(data, model, locate))
     if errors:
         raise ConfigError(errors)
     return Config(scalars.name, scalars.seed, data, preprocess, model, train)
@@ -203,11 +203,23 @@ def _section_values(
     return values
 
 
-def _cross_checks(data: DataConfig, locate: _Locator) -> list[Diagnostic]:
-    """Rules over several keys, which no single annotation can state."""
+def _cross_checks(data: DataConfig, model: ModelConfig, locate: _Locator) -> list[Diagnostic]:
+    """Rules over several values, which no single annotation can state."""
+    found = []
+    low, high = model.input_range
+    if not low < high:
+        found.append(
+            config_value(
+                f"{locate('model', 'input_range')}: [model] input_range must be [low, high], low < high",
+                stage="[model]",
+                expected="[low, high] with low < high",
+                got=f"input_range = {list(model.input_range)}",
+                hint="input_range = [0.0, 1.0]",
+            )
+        )
     if data.val_fraction + data.test_fraction < 1:
-        return []
-    return [
+        return found
+    return found + [
         config_value(
             f"{locate('data', 'test_fraction')}: [data] val_fraction + test_fraction must be < 1",
             stage="[data]",
