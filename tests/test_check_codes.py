@@ -344,9 +344,8 @@ def test_a_step_that_fails_to_trace_is_a_diagnostic_not_a_traceback(tmp_path, ca
     import dataclasses
     from typing import ClassVar
 
-    from typedpipe.pipeline.stages import STAGES, Stage, register
+    from typedpipe import STAGES, Stage
 
-    @register
     @dataclasses.dataclass(frozen=True)
     class SquaresBatch(Stage):
         op: ClassVar[str] = "test_squares_batch"
@@ -357,12 +356,10 @@ def test_a_step_that_fails_to_trace_is_a_diagnostic_not_a_traceback(tmp_path, ca
         def __call__(self, images, key=None):
             return images @ images  # (b h w c) @ (b h w c): a dot_general shape error
 
-    try:
+    with STAGES.temporary("test_squares_batch", SquaresBatch):
         config = digits()
         config["preprocess"].append({"op": "test_squares_batch"})
         exit_code, result = check(capsys, tmp_path, config)
-    finally:
-        del STAGES["test_squares_batch"]
     assert exit_code == EXIT_INVALID
     (diagnostic,) = result["diagnostics"]
     assert (diagnostic["code"], diagnostic["stage"]) == ("step.trace", "train step")

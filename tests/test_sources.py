@@ -2,13 +2,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from typedpipe.contracts import ContractError
-from typedpipe.pipeline import sources
+from typedpipe.contracts import ContractError, LabelSpec
 from typedpipe.pipeline.config import parse_config
+from typedpipe.pipeline.sources import batches, read_batch, split_indices
+from typedpipe.pipeline.sources.audit import spec_of
+
+
+class Loaded:
+    """Every record of a config's source, read through the real protocol."""
+
+    def __init__(self, config, survey=None):
+        source = config.source()
+        self.survey = survey or source.survey()
+        records = source.records(self.survey)
+        self.images, self.labels = read_batch(records, np.arange(len(records)))
+        self.class_names = self.survey.class_names
+        self.label_spec = self.survey.label_spec
+        self.spec = spec_of(self.images)
+        self.class_ids = self.survey.class_ids
+
+
+def load(config, survey=None):
+    return Loaded(config, survey)
 
 
 def test_digits_as_stored_uint8():
-    data = sources.load(parse_config(""))
+    data = load(parse_config(""))
     assert data.images.shape == (1797, 8, 8, 1)
     assert data.images.dtype == np.uint8
     assert data.images.min() == 0 and data.images.max() == 255
@@ -17,29 +36,68 @@ def test_digits_as_stored_uint8():
 
 
 def test_split_sizes_follow_fractions_and_are_stratified():
-    data = sources.load(parse_config(""))
-    parts = sources.split(data, 0.1, 0.2, seed=0)
+    labels = load(parse_config("")).labels
+    parts = split_indices(labels, 0.1, 0.2, seed=0)
     assert (len(parts.train), len(parts.val), len(parts.test)) == (1257, 180, 360)
     for part in (parts.train, parts.val, parts.test):
-        shares = np.bincount(part.labels, minlength=10) / len(part)
+        shares = np.bincount(labels[part], minlength=10) / len(part)
         assert np.abs(shares - 0.1).max() < 0.02
 
 
 def test_split_is_deterministic_by_seed():
-    data = sources.load(parse_config(""))
-    first = sources.split(data, 0.1, 0.2, seed=0)
-    again = sources.split(data, 0.1, 0.2, seed=0)
-    other = sources.split(data, 0.1, 0.2, seed=1)
-    np.testing.assert_array_equal(first.test.images, again.test.images)
-    assert not np.array_equal(first.test.images, other.test.images)
-    # Disjoint: no image index lands in two parts.
-    assert len(first.train) + len(first.val) + len(first.test) == len(data)
+    labels = load(parse_config("")).labels
+    first = split_indices(labels, 0.1, 0.2, seed=0)
+    again = split_indices(labels, 0.1, 0.2, seed=0)
+    other = split_indices(labels, 0.1, 0.2, seed=1)
+    np.testing.assert_array_equal(first.test, again.test)
+    assert not np.array_equal(first.test, other.test)
+    # Disjoint and complete: every image lands in exactly one part.
+    everything = np.concatenate([first.train, first.val, first.test])
+    np.testing.assert_array_equal(np.sort(everything), np.arange(len(labels)))
+
+
+def test_the_loader_shuffles_by_epoch_and_resumes_at_any_batch():
+    records = load(parse_config("")).survey.records
+    indices = np.arange(100, 200)
+
+    def order(epoch, skip=0):
+        return [
+            b.labels for b in batches(records, indices, 16, shuffle_seed=3, epoch=epoch, skip=skip)
+        ]
+
+    first = order(0)
+    assert len(first) == 100 // 16  # the last partial batch is dropped in training
+    np.testing.assert_array_equal(np.concatenate(order(0)), np.concatenate(first))
+    assert not np.array_equal(np.concatenate(order(1)), np.concatenate(first))
+    np.testing.assert_array_equal(np.concatenate(order(0, skip=2)), np.concatenate(first[2:]))
+
+
+def test_evaluation_batches_pad_and_mask_the_last_one():
+    records = load(parse_config("")).survey.records
+    read = list(batches(records, np.arange(10), 4, shard=(0, 1)))
+    assert [int(b.mask.sum()) for b in read] == [4, 4, 2]
+    assert all(b.images.shape == (4, 8, 8, 1) for b in read)
+
+
+def test_two_processes_read_disjoint_halves_of_every_batch():
+    records = load(parse_config("")).survey.records
+    halves = [
+        np.concatenate(
+            [b.labels for b in batches(records, np.arange(64), 8, shuffle_seed=0, shard=(i, 2))]
+        )
+        for i in (0, 1)
+    ]
+    whole = np.concatenate(
+        [b.labels for b in batches(records, np.arange(64), 8, shuffle_seed=0, shard=(0, 1))]
+    )
+    assert len(halves[0]) == len(halves[1]) == 32
+    np.testing.assert_array_equal(np.sort(np.concatenate(halves)), np.sort(whole))
 
 
 def test_onehot_labels_when_configured():
-    data = sources.load(parse_config('[data]\nlabels = "onehot"\n'))
+    data = load(parse_config('[data]\nlabels = "onehot"\n'))
     assert data.labels.shape == (1797, 10)
-    np.testing.assert_array_equal(data.class_ids, sources.load(parse_config("")).labels)
+    np.testing.assert_array_equal(data.class_ids, load(parse_config("")).labels)
 
 
 def _config(text: str):
@@ -50,17 +108,17 @@ def test_npz_channels_first_is_transposed_when_declared(tmp_path):
     rng = np.random.default_rng(0)
     nhwc = rng.integers(0, 256, (12, 6, 5, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", images=nhwc.transpose(0, 3, 1, 2), labels=np.arange(12) % 2)
-    data = sources.load(
+    data = load(
         _config(f'[data]\nsource = "npz"\npath = "{tmp_path / "d.npz"}"\nlayout = "nchw"\n')
     )
     np.testing.assert_array_equal(data.images, nhwc)
     assert data.spec.describe() == "uint8 b 6 5 3 in [0, 255]"
-    assert data.label_spec == sources.LabelSpec("int", 2)
+    assert data.label_spec == LabelSpec("int", 2)
 
 
 def test_npz_grayscale_without_a_channel_axis_gets_one(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.zeros((4, 8, 8), np.float32), labels=np.arange(4))
-    data = sources.load(_config(f'[data]\nsource = "npz"\npath = "{tmp_path / "d.npz"}"\n'))
+    data = load(_config(f'[data]\nsource = "npz"\npath = "{tmp_path / "d.npz"}"\n'))
     assert data.images.shape == (4, 8, 8, 1)
 
 
@@ -78,7 +136,7 @@ def _folder(tmp_path):
 
 def test_imagefolder_decodes_every_file_with_its_folder_label(tmp_path):
     pixels = _folder(tmp_path)
-    data = sources.load(_config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n'))
+    data = load(_config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n'))
     assert data.class_names == ("bird", "cat", "dog")
     assert data.images.shape == (9, 10, 12, 3) and data.images.dtype == np.uint8
     np.testing.assert_array_equal(data.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
@@ -92,22 +150,22 @@ def test_imagefolder_decode_settings_convert_mode_and_size(tmp_path):
         f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\nmode = "gray"\n'
         'size = [5, 6]\nlabels = "onehot"\n'
     )
-    survey = sources.survey(config)
+    survey = config.source().survey()
     assert survey.diagnostics == ()
     assert (survey.spec.height, survey.spec.width, survey.spec.channels) == (5, 6, 1)
-    data = sources.load(config, survey)
+    data = load(config, survey)
     assert data.images.shape == (9, 5, 6, 1)
     gray = Image.fromarray(pixels["bird/0"]).convert("L").resize((6, 5), Image.BILINEAR)
     np.testing.assert_array_equal(data.images[0, ..., 0], np.asarray(gray))
     assert data.labels.shape == (9, 3) and data.labels.dtype == np.float32
 
 
-def test_imagefolder_load_refuses_a_folder_the_survey_faulted(tmp_path):
+def test_imagefolder_records_refuse_a_folder_the_survey_faulted(tmp_path):
     _folder(tmp_path)
     (tmp_path / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
     config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n')
     with pytest.raises(ContractError) as caught:
-        sources.load(config)
+        load(config)
     assert caught.value.diagnostic.code == "data.corrupt"
     assert caught.value.diagnostic.items[0].startswith("cat/broken.png: ")
 
@@ -117,9 +175,9 @@ def test_synthetic_matches_the_model_contract_without_generating_to_check():
         '[data]\nsource = "synthetic"\nnum_samples = 40\n'
         "[model]\ninput = [6, 7, 2]\ninput_range = [-1.0, 1.0]\nnum_classes = 4\n"
     )
-    survey = sources.survey(config)
-    assert survey.dataset is None  # the survey knows the spec from the config alone
-    data = sources.load(config, survey)
+    survey = config.source().survey()
+    assert survey.records is None  # the survey knows the spec from the config alone
+    data = load(config, survey)
     assert data.images.shape == (40, 6, 7, 2) and data.images.dtype == np.float32
     assert data.images.min() >= -1.0 and data.images.max() <= 1.0
     np.testing.assert_array_equal(data.labels, survey.labels)

@@ -17,7 +17,7 @@ Architecture = Callable[[Shape, int, Sequence[LayerEntry]], list[LayerEntry]]
 
 #: Every model a config can name: `[model] name = "..."`.
 MODELS: Registry[Architecture] = Registry(
-    "model", key="name", table="[model]", code="config.unknown_model"
+    "model", key="name", table="model", code="config.unknown_model"
 )
 
 

@@ -9,7 +9,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import tomli_w
 from beartype.vale import Is
 
 from typedpipe.models import MODELS
@@ -109,6 +108,8 @@ class Config:
 
     def to_toml(self) -> str:
         """The resolved config, every default written out, loadable by `parse_config`."""
+        import tomli_w
+
         table = _plain(dataclasses.asdict(self))
         options = table["data"].pop("options", None) or {}
         table["data"].update(options)

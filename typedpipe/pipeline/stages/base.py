@@ -28,7 +28,7 @@ from typedpipe.registry import Registry
 
 #: Every preprocessing op a config can name: `[[preprocess]] op = "..."`.
 STAGES: "Registry[type[Stage]]" = Registry(
-    "preprocessing op", key="op", table="[[preprocess]]", code="config.unknown_op"
+    "preprocessing op", key="op", table="preprocess", code="config.unknown_op"
 )
 
 
