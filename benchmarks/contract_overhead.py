@@ -12,9 +12,9 @@ import time
 import jax
 import numpy as np
 
-from typedpipe.contracts.enforce import unchecked
-from typedpipe.pipeline.config import parse_config
-from typedpipe.pipeline.train import Trainer
+from typedpipe import make_train, parse_config
+from typedpipe.contracts import unchecked
+from typedpipe.pipeline.sources import Batch
 
 WORKLOADS = {
     "small_cnn 8x8x1 b64": ("small_cnn", (8, 8, 1), 64),
@@ -22,30 +22,35 @@ WORKLOADS = {
 }
 
 
-def _trainer(name, shape, batch):
-    config = parse_config(
-        f'[model]\nname = "{name}"\ninput = {list(shape)}\n'
-        f"num_classes = 10\n[train]\nbatch_size = {batch}\n"
-    )
-    return Trainer(config, "int", steps_per_epoch=100)
+class _Trainer:
+    """The jitted train step `fit` runs (`make_train`), with the state it carries."""
+
+    def __init__(self, name, shape, batch):
+        config = parse_config(
+            f'[model]\nname = "{name}"\ninput = {list(shape)}\n'
+            f"num_classes = 10\n[train]\nbatch_size = {batch}\n"
+        )
+        train = make_train(config, "int", steps_per_epoch=100)
+        self.state = jax.jit(train.init_state)(jax.random.key(0))
+        self.train_step = jax.jit(train.train_step, donate_argnums=0)
 
 
-def _step_seconds(trainer, images, labels, key, steps):
+def _step_seconds(trainer, batch, key, steps):
     """Median seconds per step after the first (compiling) call."""
-    trainer.state, metrics = trainer.train_step(trainer.state, images, labels, key)
+    trainer.state, metrics = trainer.train_step(trainer.state, batch, key)
     jax.block_until_ready(metrics)
     times = []
     for _ in range(steps):
         started = time.perf_counter()
-        trainer.state, metrics = trainer.train_step(trainer.state, images, labels, key)
+        trainer.state, metrics = trainer.train_step(trainer.state, batch, key)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def _compile_seconds(trainer, images, labels, key):
+def _compile_seconds(trainer, batch, key):
     started = time.perf_counter()
-    trainer.train_step.lower(trainer.state, images, labels, key).compile()
+    trainer.train_step.lower(trainer.state, batch, key).compile()
     return time.perf_counter() - started
 
 
@@ -53,19 +58,23 @@ def run(steps: int = 30, rounds: int = 3) -> list[dict]:
     results = []
     for label, (name, shape, batch) in WORKLOADS.items():
         rng = np.random.default_rng(0)
-        images = jax.device_put(rng.random((batch, *shape), dtype=np.float32))
-        labels = jax.device_put(rng.integers(0, 10, batch).astype(np.int32))
+        data = Batch(
+            rng.random((batch, *shape), dtype=np.float32),
+            rng.integers(0, 10, batch).astype(np.int32),
+            np.ones(batch, bool),
+        )
+        data = jax.device_put(data)
         key = jax.random.key(0)
-        checked = _trainer(name, shape, batch)
+        checked = _Trainer(name, shape, batch)
         with unchecked():
-            plain = _trainer(name, shape, batch)
-            plain_compile = _compile_seconds(plain, images, labels, key)
-        checked_compile = _compile_seconds(checked, images, labels, key)
+            plain = _Trainer(name, shape, batch)
+            plain_compile = _compile_seconds(plain, data, key)
+        checked_compile = _compile_seconds(checked, data, key)
         per_step = {"checked": [], "unchecked": []}
         for _ in range(rounds):
-            per_step["checked"].append(_step_seconds(checked, images, labels, key, steps))
+            per_step["checked"].append(_step_seconds(checked, data, key, steps))
             with unchecked():
-                per_step["unchecked"].append(_step_seconds(plain, images, labels, key, steps))
+                per_step["unchecked"].append(_step_seconds(plain, data, key, steps))
         checked_ms = 1e3 * min(per_step["checked"])
         plain_ms = 1e3 * min(per_step["unchecked"])
         results.append(

@@ -4,7 +4,7 @@ Writes `count` random 32x32 RGB PNGs (10 classes) to a temporary folder, then
 times, in one process:
 - `survey`: typedpipe's audit (every header, every PNG's chunk CRCs, a decoded sample);
 - `check`: the survey plus the whole pipeline check, train step compile included;
-- `load`: typedpipe decoding every file on Grain threads;
+- `read_all`: typedpipe reading every file once through its loader (Grain, batches of 64);
 - the reference: a plain Python loop decoding every file with Pillow, as a naive
   loader (or a check that decodes everything) would.
 """
@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from typedpipe.pipeline import sources
-from typedpipe.pipeline.check import check_pipeline
-from typedpipe.pipeline.config import parse_config
+from typedpipe import check_pipeline, parse_config
+from typedpipe.pipeline.sources import batches
 
 
 def _write_folder(root: Path, count: int, classes: int = 10) -> None:
@@ -43,16 +42,20 @@ def run(count: int = 10_000) -> dict:
             f'[data]\nsource = "imagefolder"\npath = "{root}"\n'
             '[[preprocess]]\nop = "to_float"\n[model]\ninput = [32, 32, 3]\n'
         )
-        survey, survey_seconds = _timed(lambda: sources.survey(config))
+        source = config.source()
+        survey, survey_seconds = _timed(source.survey)
         diagnostics, check_seconds = _timed(lambda: check_pipeline(config))
-        dataset, load_seconds = _timed(lambda: sources.load(config, survey))
+        records = source.records(survey)
+        read, read_seconds = _timed(
+            lambda: sum(len(b.images) for b in batches(records, np.arange(count), 64, shard=(0, 1)))
+        )
         paths = sorted(root.rglob("*.png"))
         _, naive_seconds = _timed(lambda: [np.asarray(Image.open(p)) for p in paths])
-    assert not diagnostics and len(dataset) == count
+    assert not diagnostics and read == count
     return {
         "files": count,
         "survey_seconds": survey_seconds,
         "check_seconds": check_seconds,
-        "load_seconds": load_seconds,
+        "read_all_seconds": read_seconds,
         "reference_sequential_decode_seconds": naive_seconds,
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import contract_overhead, folder_check
+from benchmarks import contract_overhead, folder_check, import_time
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -25,6 +25,7 @@ def main() -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "contract_overhead": contract_overhead.run(),
         "folder_check": folder_check.run(),
+        "import_time": import_time.run(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{re.sub(r'[^A-Za-z0-9.]+', '-', kind).strip('-').lower()}.json"

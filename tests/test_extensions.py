@@ -151,7 +151,8 @@ def test_user_extensions_get_the_same_strict_checks(user_module):
 def test_a_layer_entry_is_validated_when_the_config_is_parsed(user_module):
     text = CONFIG.replace(
         'name = "my_tiny"',
-        'name = "sequential"\nlayers = [{type = "my_gain", inital = 2.0}, {type = "flatten"}, {type = "dense", features = 2}]',
+        'name = "sequential"\nlayers = [{type = "my_gain", inital = 2.0}, '
+        '{type = "flatten"}, {type = "dense", features = 2}]',
     )
     with pytest.raises(typedpipe.ConfigError) as info:
         typedpipe.parse_config(text, source="c.toml")
@@ -190,11 +191,39 @@ def test_importing_typedpipe_imports_no_library_a_command_may_not_need():
 
 
 def test_the_public_surface_keeps_every_earlier_name():
-    earlier = """CODES ConfigError ContractError Diagnostic ImageSpec LabelSpec TrainingStopped
-    contract MODELS Classifier build_model check_pipeline Config load_config parse_config
-    train_run STAGES Preprocess make_stage""".split()
-    extension_points = """Stage register_stage Layer register_layer register_model Source
-    register_source ExportedModel fit Callback""".split()
+    earlier = [
+        "CODES",
+        "ConfigError",
+        "ContractError",
+        "Diagnostic",
+        "ImageSpec",
+        "LabelSpec",
+        "TrainingStopped",
+        "contract",
+        "MODELS",
+        "Classifier",
+        "build_model",
+        "check_pipeline",
+        "Config",
+        "load_config",
+        "parse_config",
+        "train_run",
+        "STAGES",
+        "Preprocess",
+        "make_stage",
+    ]
+    extension_points = [
+        "Stage",
+        "register_stage",
+        "Layer",
+        "register_layer",
+        "register_model",
+        "Source",
+        "register_source",
+        "ExportedModel",
+        "fit",
+        "Callback",
+    ]
     missing = [n for n in earlier + extension_points if not hasattr(typedpipe, n)]
     assert missing == []
     assert json.dumps(sorted(typedpipe.STAGES))  # registries list their names

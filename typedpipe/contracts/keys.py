@@ -123,11 +123,14 @@ def _checkable(hint: Any) -> Any:
     if origin is Annotated:
         base, *metadata = typing.get_args(hint)
         validators = [m for m in metadata if type(m).__module__.startswith("beartype")]
-        return Annotated[(_checkable(base), *validators)] if validators else _checkable(base)
+        if not validators:
+            return _checkable(base)
+        return Annotated[(_checkable(base), *validators)]  # type: ignore[misc]
     if origin in (types.UnionType, typing.Union):
         return functools.reduce(operator.or_, (_checkable(a) for a in typing.get_args(hint)))
     if origin is tuple:
-        return tuple[tuple(a if a is Ellipsis else _checkable(a) for a in typing.get_args(hint))]
+        args = tuple(a if a is Ellipsis else _checkable(a) for a in typing.get_args(hint))
+        return tuple[args]  # type: ignore[misc]
     return hint
 
 

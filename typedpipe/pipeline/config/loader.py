@@ -191,7 +191,7 @@ def _stages(entries: Any, locate: _Locator, errors: list[Diagnostic]) -> tuple[S
 
 
 def _section_values(
-    cls: type, params: dict[str, Any], locate: _Locator, errors: list[Diagnostic], index: int
+    cls: type[Stage], params: dict[str, Any], locate: _Locator, errors: list[Diagnostic], index: int
 ) -> dict[str, Any]:
     values, found = validate(
         dataclass_schema(cls),
@@ -210,7 +210,8 @@ def _cross_checks(data: DataConfig, model: ModelConfig, locate: _Locator) -> lis
     if not low < high:
         found.append(
             config_value(
-                f"{locate('model', 'input_range')}: [model] input_range must be [low, high], low < high",
+                f"{locate('model', 'input_range')}: [model] input_range must be [low, high] "
+                "with low < high",
                 stage="[model]",
                 expected="[low, high] with low < high",
                 got=f"input_range = {list(model.input_range)}",
@@ -219,12 +220,13 @@ def _cross_checks(data: DataConfig, model: ModelConfig, locate: _Locator) -> lis
         )
     if data.val_fraction + data.test_fraction < 1:
         return found
-    return found + [
+    return [
+        *found,
         config_value(
             f"{locate('data', 'test_fraction')}: [data] val_fraction + test_fraction must be < 1",
             stage="[data]",
             expected="val_fraction + test_fraction < 1",
             got=f"val_fraction = {data.val_fraction}, test_fraction = {data.test_fraction}",
             hint="leave some data for training: test_fraction = 0.2, val_fraction = 0.1",
-        )
+        ),
     ]

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
+from typedpipe.contracts.specs import LabelFormat
 from typedpipe.pipeline.sources.audit import class_ids
 
 
@@ -72,7 +73,7 @@ class SourceContext:
     """What a source may know of the rest of the pipeline."""
 
     seed: int = 0
-    labels: str = "int"  # how the labels are stored: "int" | "onehot"
+    labels: LabelFormat = "int"  # how the labels are stored
     model_input: tuple[int, int, int] = (8, 8, 1)
     input_range: tuple[float, float] = (0.0, 1.0)
     num_classes: int = 10

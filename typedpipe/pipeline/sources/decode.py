@@ -84,7 +84,7 @@ def decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as opened:
-        image = opened
+        image: Image.Image = opened
         target = DECODE_MODES.get(mode) or stored_mode(image)
         if image.mode != target:
             image = image.convert(target)

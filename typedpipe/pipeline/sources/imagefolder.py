@@ -20,6 +20,7 @@ from beartype.vale import Is
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
 from typedpipe.contracts.diagnostics import data_corrupt, data_empty
+from typedpipe.contracts.specs import LabelFormat
 from typedpipe.pipeline.sources.audit import nonfinite_images, spec_of
 from typedpipe.pipeline.sources.base import Source, Survey, labels_as
 from typedpipe.pipeline.sources.decode import (
@@ -158,7 +159,7 @@ def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, files
 
 
-def survey_folder(options: FolderOptions, label_format: str = "int") -> Survey:
+def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> Survey:
     """Audit an image folder from its headers and a decoded sample; never raises on data."""
     root = Path(options.path)
     scanned = _scan(root)

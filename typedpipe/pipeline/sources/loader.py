@@ -8,6 +8,7 @@ exactly the batches it would have seen, by skipping whole batches of indices
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -23,9 +24,10 @@ PREFETCH = 2
 class Batch:
     """Images as stored, their labels, and which rows are real (False: padding)."""
 
-    images: np.ndarray
-    labels: np.ndarray
-    mask: np.ndarray
+    # NumPy arrays on the host, jax.Arrays on the devices, ShapeDtypeStructs in the preflight.
+    images: Any
+    labels: Any
+    mask: Any
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -68,7 +70,7 @@ def batches(
     per_process = batch_size // count
     train = shuffle_seed is not None
     dataset = grain.MapDataset.source(np.asarray(indices))
-    if train:
+    if shuffle_seed is not None:
         dataset = dataset.shuffle(seed=epoch_seed(shuffle_seed, epoch))
     dataset = dataset[index::count].batch(per_process, drop_remainder=train)[skip:]
 
