@@ -125,12 +125,12 @@ def _checkable(hint: Any) -> Any:
         validators = [m for m in metadata if type(m).__module__.startswith("beartype")]
         if not validators:
             return _checkable(base)
-        return Annotated[(_checkable(base), *validators)]  # type: ignore[misc]
+        return operator.getitem(Annotated, (_checkable(base), *validators))
     if origin in (types.UnionType, typing.Union):
         return functools.reduce(operator.or_, (_checkable(a) for a in typing.get_args(hint)))
     if origin is tuple:
         args = tuple(a if a is Ellipsis else _checkable(a) for a in typing.get_args(hint))
-        return tuple[args]  # type: ignore[misc]
+        return operator.getitem(tuple, args)
     return hint
 
 
