@@ -90,7 +90,9 @@ def describe(hint: Any) -> str:
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {describe(args[0])}"
-        return f"a list of {len(args)} {describe(args[0])}s"
+        if isinstance(args[0], type):
+            return f"a list of {len(args)} {describe(args[0])}s"
+        return f"a list of {len(args)}, each {describe(args[0])}"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -130,7 +132,7 @@ def _checkable(hint: Any) -> Any:
         return functools.reduce(operator.or_, (_checkable(a) for a in typing.get_args(hint)))
     if origin is tuple:
         args = tuple(a if a is Ellipsis else _checkable(a) for a in typing.get_args(hint))
-        return operator.getitem(tuple, args)
+        return tuple.__class_getitem__(args)
     return hint
 
 
