@@ -93,7 +93,7 @@ def check_model_input(spec: ImageSpec, config: Config) -> list[Diagnostic]:
     found = [
         fault(
             m.code,
-            f"the images reaching the model: {m.message}",
+            f"the batch reaching the model {m.message}",
             hints.fix(m.code, accepts, batch_shape),
         )
         for m in compare(accepts, batch_shape, spec.dtype)

@@ -98,7 +98,7 @@ class Stage:
         for found in compare(accepts, batch_shape, spec.dtype):
             self._fail(
                 found.code,
-                f"{self.op}: the input {found.message}",
+                f"the batch reaching {self.op} {found.message}",
                 spec,
                 accepts.describe(),
                 hints.fix(found.code, accepts, batch_shape),
