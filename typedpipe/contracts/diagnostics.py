@@ -35,6 +35,11 @@ CODES: dict[str, str] = {
     "data.too_few": "a class has too few images to split into train, val and test",
     "step.trace": "the train step cannot be traced for a reason no other code names",
     "numeric.nonfinite": "training produced NaN/inf",
+    "run.locked": "another run is using the run folder",
+    "resume.missing": "--resume found no checkpoint to continue from",
+    "resume.mismatch": "--resume with a config that differs from the checkpoint's in what it depends on",
+    "checkpoint.corrupt": "a checkpoint file differs from the checksum written with it",
+    "io.write": "the run folder cannot be written (read-only, permission, disk full)",
 }
 
 #: How many offending files or indices a diagnostic carries.
