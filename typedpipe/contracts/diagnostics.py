@@ -37,7 +37,7 @@ CODES: dict[str, str] = {
     "numeric.nonfinite": "training produced NaN/inf",
     "run.locked": "another run is using the run folder",
     "resume.missing": "--resume found no checkpoint to continue from",
-    "resume.mismatch": "--resume with a config that differs from the checkpoint's in what it depends on",
+    "resume.mismatch": "--resume with a config the checkpoint was not trained with",
     "checkpoint.corrupt": "a checkpoint file differs from the checksum written with it",
     "io.write": "the run folder cannot be written (read-only, permission, disk full)",
 }
