@@ -157,21 +157,30 @@ def test_predict_decodes_files_to_the_models_contract(trained_run, tmp_path, cap
         str(tmp_path / "rgb8.png"),
         str(tmp_path / "big.png"),
     )
-    assert code == EXIT_OK
+    assert code == EXIT_OK and result["diagnostics"] == []
     gray, rgb, big = result["predictions"]
     expected = ExportedModel(trained_run / "model").predict(digit[None, ..., None])[0]
-    assert gray["class"] == str(expected.argmax())
+    assert gray["file"] == str(tmp_path / "gray8.png")
+    assert gray["class"] == int(expected.argmax()) and gray["name"] == str(expected.argmax())
     assert gray["probability"] == pytest.approx(float(expected.max()), rel=1e-5)
-    assert gray["top"][0]["class"] == gray["class"] and len(gray["top"]) == 3
-    assert rgb == {**gray, "image": str(tmp_path / "rgb8.png")}
-    assert big["class"] in [str(i) for i in range(10)]
+    assert gray["top"][0] == {k: gray[k] for k in ("class", "name", "probability")}
+    assert len(gray["top"]) == 3
+    assert rgb == {**gray, "file": str(tmp_path / "rgb8.png")}
+    assert big["class"] in range(10)
 
 
-def test_predict_reports_a_broken_image_and_a_missing_one(trained_run, tmp_path, capsys):
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    code, result = run_json(capsys, "predict", str(trained_run), str(tmp_path / "broken.png"))
+def test_predict_reports_a_broken_image_and_predicts_the_others(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "b.png")
+    code, result = run_json(
+        capsys, "predict", str(trained_run), str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    )
     assert code == EXIT_INVALID
-    assert result["diagnostics"][0]["code"] == "data.corrupt"
+    [broken] = result["diagnostics"]
+    assert broken["code"] == "data.corrupt" and broken["items"] == [str(tmp_path / "a.png")]
+    assert [p["file"] for p in result["predictions"]] == [str(tmp_path / "b.png")]
     assert main(["predict", str(trained_run), str(tmp_path / "nope.png")]) == EXIT_USAGE
     assert main(["eval", str(tmp_path)]) == EXIT_USAGE
     assert "has no exported model" in capsys.readouterr().err

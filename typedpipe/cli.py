@@ -220,13 +220,13 @@ def _bundle(run_dir: str):
             f"{run_dir} has no exported model ({bundle}/contract.json): pass a "
             "run folder written by typedpipe train"
         )
-    return ExportedModel(bundle)
+    return ExportedModel(bundle)  # a bundle of another version or a changed file: exit 1
 
 
-def cmd_eval(args) -> int:
+def _run_test_split(model):
+    """The images and class ids of the test split the run was trained with."""
     from typedpipe.pipeline.sources import read_batch, split_indices
 
-    model = _bundle(args.run_dir)
     config = model.config
     source = config.source()
     survey = source.survey()
@@ -240,13 +240,39 @@ def cmd_eval(args) -> int:
     if not len(indices):  # test_fraction = 0: evaluate on everything, and say so
         indices, split = np.arange(len(records)), "all"
     images, _ = read_batch(records, indices)
-    result = model.evaluate(images, survey.class_ids[indices])
+    return images, survey.class_ids[indices], split
+
+
+def _other_data(model, config_path: str):
+    """Every image of the source another config names, once it meets the model's contract."""
+    from typedpipe.pipeline.sources import read_batch
+
+    source = _load(config_path).source()
+    survey = source.survey()
+    if survey.errors:
+        raise ContractError(survey.errors)
+    if survey.spec is not None:
+        model.check_spec(survey.spec)  # before a pixel is read
+    class_ids = model.class_ids(survey.class_ids, survey.class_names)
+    records = source.records(survey)
+    images, _ = read_batch(records, np.arange(len(records)))
+    return images, class_ids, "all"
+
+
+def cmd_eval(args) -> int:
+    model = _bundle(args.run_dir)
+    if args.data:
+        images, class_ids, split = _other_data(model, args.data)
+    else:
+        images, class_ids, split = _run_test_split(model)
+    result = model.evaluate(images, class_ids)
+    data = args.data or str(Path(args.run_dir) / "config.toml")
     if args.json:
-        _print_json(args, {"ok": True, "split": split, **result})
+        _print_json(args, {"ok": True, "data": data, "split": split, **result})
     else:
         Console().print(
-            f"{escape(args.run_dir)}: {split} accuracy {result['accuracy']:.4f}, "
-            f"loss {result['loss']:.4f} on {result['images']} images"
+            f"{escape(args.run_dir)} on {escape(data)}: {split} accuracy "
+            f"{result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['images']} images"
             if result["images"]
             else f"{escape(args.run_dir)}: no images to evaluate"
         )
@@ -254,35 +280,33 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    model = _bundle(args.run_dir)
-    missing = [p for p in args.images if not Path(p).is_file()]
+    missing = [p for p in args.images if not Path(p).exists()]
     if missing:
-        raise UsageError(f"no such image file: {', '.join(missing)}")
-    probabilities = model.predict(model.read_images(args.images))
-    results = []
-    for path, row in zip(args.images, probabilities, strict=True):
-        top = np.argsort(row)[::-1][:3]
-        results.append(
-            {
-                "image": path,
-                "class": model.class_names[top[0]],
-                "probability": float(row[top[0]]),
-                "top": [{"class": model.class_names[i], "probability": float(row[i])} for i in top],
-            }
-        )
+        raise UsageError(f"no such image file or folder: {', '.join(missing)}")
+    model = _bundle(args.run_dir)
+    predictions, faults = model.predict_files(args.images)
+    ok = not faults
     if args.json:
-        _print_json(args, {"ok": True, "predictions": results})
-        return EXIT_OK
-    table = Table(title=f"predictions of {escape(args.run_dir)}")
-    for column in ("image", "class", "probability", "runners-up"):
-        table.add_column(column)
-    for r in results:
-        others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
-        table.add_row(
-            escape(r["image"]), escape(r["class"]), f"{r['probability']:.3f}", escape(others)
+        _print_json(
+            args,
+            {
+                "ok": ok,
+                "predictions": [p.to_json() for p in predictions],
+                "diagnostics": [d.to_json() for d in faults],
+            },
         )
-    Console().print(table)
-    return EXIT_OK
+        return EXIT_OK if ok else EXIT_INVALID
+    if predictions:
+        table = Table(title=f"predictions of {escape(args.run_dir)}")
+        for column in ("file", "class", "probability", "runners-up"):
+            table.add_column(column)
+        for p in predictions:
+            others = ", ".join(f"{name} {probability:.3f}" for _, name, probability in p.top[1:])
+            table.add_row(escape(p.file), escape(p.name), f"{p.probability:.3f}", escape(others))
+        Console().print(table)
+    if faults:
+        render_diagnostics(faults, stderr)
+    return EXIT_OK if ok else EXIT_INVALID
 
 
 def cmd_bench(args) -> int:
@@ -363,15 +387,26 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--devices", type=_positive_int, help="data-parallel device count")
     for name, handler, help_text in (
-        ("eval", cmd_eval, "accuracy of a run's exported model on its test split"),
+        ("eval", cmd_eval, "accuracy of a run's exported model on its test split, or other data"),
         ("predict", cmd_predict, "classify image files with a run's exported model"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("run_dir", help="a run folder written by typedpipe train")
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         sub.set_defaults(handler=handler)
+        if name == "eval":
+            sub.add_argument(
+                "--data",
+                metavar="CONFIG",
+                help="evaluate on every image of the source this config's [data] names",
+            )
         if name == "predict":
-            sub.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+            sub.add_argument(
+                "images",
+                nargs="+",
+                metavar="IMAGE_OR_FOLDER",
+                help="image files, or folders (every image file under them, sorted)",
+            )
     bench = command(
         "bench", cmd_bench, "compile time, speed and memory of the train step", config_optional=True
     )

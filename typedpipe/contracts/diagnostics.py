@@ -40,6 +40,8 @@ CODES: dict[str, str] = {
     "resume.mismatch": "--resume with a config the checkpoint was not trained with",
     "checkpoint.corrupt": "a checkpoint file differs from the checksum written with it",
     "io.write": "the run folder cannot be written (read-only, permission, disk full)",
+    "bundle.version": "a model bundle of a format or version this typedpipe cannot read",
+    "bundle.corrupt": "a model bundle file is missing or differs from its checksum",
 }
 
 #: How many offending files or indices a diagnostic carries.

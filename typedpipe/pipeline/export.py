@@ -1,18 +1,31 @@
-"""The exported model: trained weights plus the input contract needed to use them.
+"""The exported model: the inference function as a `jax.export` artifact, its weights, its contract.
 
 A run folder's `model/` holds
-- `contract.json`: the stored-image spec the model's preprocessing accepts
-  (shape, dtype, value range), the class names, and the resolved config that
-  rebuilds the model;
-- `weights/`: an Orbax checkpoint of the parameters and batch statistics.
+- `model.jaxexport`: the whole inference function (stored images in, preprocessing
+  included, class probabilities out, any batch size), serialized by `jax.export`
+  with the weights inside. Serving it needs jax and numpy, nothing else:
+  `jax.export.deserialize(bytearray(data)).call(images)`.
+- `weights/`: an Orbax checkpoint of the parameters and batch statistics, which
+  `ExportedModel` rebuilds the Flax model from.
+- `contract.json`, written last, so a bundle that has one is whole: the
+  stored-image spec the artifact accepts, the class names, the preprocessing
+  stages and the model's layers, the platforms the artifact runs on, the
+  resolved config, and the SHA-256 of every file it points at.
 
-`ExportedModel` loads it back and checks every input against the contract, so a
-wrong image is a diagnostic, not a wrong answer.
+`ExportedModel` loads a bundle back. It refuses a contract of another format
+version (`bundle.version`) and a file that differs from its checksum
+(`bundle.corrupt`), and checks every input against the contract, so a wrong
+image is a diagnostic, not a wrong answer.
 """
 
 import dataclasses
+import hashlib
+import inspect
 import json
+import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,63 +34,357 @@ from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
 from typedpipe.contracts import Accepts, ContractError, Diagnostic, ImageSpec, compare
-from typedpipe.models import build_model, split_params
+from typedpipe.models import MODELS, Classifier, build_model, split_params, validate_entry
+from typedpipe.models.layers import LAYERS
 from typedpipe.pipeline.config import Config, parse_config
 from typedpipe.pipeline.stages import Preprocess
 from typedpipe.pipeline.train.callbacks import write_atomic
 from typedpipe.pipeline.train.losses import loss_for
 
 FORMAT = "typedpipe.model"
-VERSION = 1
+#: The contract's format version. 2: the `jax.export` artifact, the layer and
+#: preprocessing sections, checksums. A bundle of any other version is refused.
+VERSION = 2
+
+CONTRACT = "contract.json"
+ARTIFACT = "model.jaxexport"
+WEIGHTS = "weights"
+
+#: The platforms the artifact is lowered for. Lowering needs no accelerator, so a
+#: model trained on a laptop is served on a GPU or TPU as it is; where a platform
+#: cannot be lowered for, the artifact falls back to the CPU alone.
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+#: How many of the most likely classes a prediction lists.
+TOP = 3
+
+Weights = dict[str, nnx.State]
 
 
 def export_model(
-    directory: Path, config: Config, params, rest, spec: ImageSpec, class_names: tuple[str, ...]
-) -> None:
-    """Write the bundle: `contract.json` and the weights (Orbax)."""
+    directory: Path,
+    config: Config,
+    params: nnx.State,
+    rest: nnx.State,
+    spec: ImageSpec,
+    class_names: tuple[str, ...],
+    *,
+    platforms: Sequence[str] = PLATFORMS,
+) -> dict[str, Any]:
+    """Write the bundle: the weights, the `jax.export` artifact, then `contract.json`.
+
+    Every file is written whole or not at all, and `contract.json` last: a bundle
+    whose contract exists is complete, and the contract's checksums cover the rest.
+
+    Args:
+        directory: the bundle folder (a run folder's `model/`).
+        config: the resolved config the model was trained with.
+        params, rest: the trained parameters and the rest of the model state.
+        spec: the stored-image spec of the training data: what the artifact accepts.
+        class_names: one name per class, in class-id order.
+        platforms: the platforms to lower the artifact for (see `PLATFORMS`).
+
+    Returns:
+        The contract, as written to `contract.json`.
+    """
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # A contract left from an earlier export would vouch for files being replaced.
+    (directory / CONTRACT).unlink(missing_ok=True)
+    weights = {"params": _local(params), "rest": _local(rest)}
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save((directory / WEIGHTS).absolute(), weights, force=True)
+
+    model = _abstract_model(config)
+    graph, _, _ = split_params(model)
+    exported = _export(_inference(graph, config, weights), spec, platforms)
+    _write_bytes_atomic(directory / ARTIFACT, bytes(exported.serialize()))
+
     contract = {
         "format": FORMAT,
         "version": VERSION,
         "input": dataclasses.asdict(spec),
         "class_names": list(class_names),
+        "preprocess": _preprocess_section(config, spec),
+        "model": _model_section(config, model),
+        "artifact": {
+            "file": ARTIFACT,
+            "platforms": list(exported.platforms),
+            "input": _aval_json(exported.in_avals[0]),
+            "output": _aval_json(exported.out_avals[0]),
+            "jax": jax.__version__,
+            "calling_convention_version": exported.calling_convention_version,
+        },
+        "files": _checksums(directory),
         "config": config.to_toml(),
     }
-    write_atomic(directory / "contract.json", json.dumps(contract, indent=2) + "\n")
-    import orbax.checkpoint as ocp
+    write_atomic(directory / CONTRACT, json.dumps(contract, indent=2) + "\n")
+    return contract
 
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(
-            (directory / "weights").absolute(), {"params": params, "rest": rest}, force=True
+
+def _local(state: nnx.State) -> nnx.State:
+    """The state on one local device: a replicated array may span devices and processes."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and x.is_fully_replicated:
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree.map(one, state)
+
+
+def _abstract_model(config: Config) -> Classifier:
+    """The configured model in inference mode, built on shapes alone (no weights allocated)."""
+    m = config.model
+    model = nnx.eval_shape(
+        lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
+    )
+    model.eval()  # batch statistics are read, dropout is off
+    return model
+
+
+def _forward(
+    graph: nnx.GraphDef, preprocess: Preprocess
+) -> Callable[[Weights, jax.Array], jax.Array]:
+    """`(weights, stored images) -> logits`: the preprocessing stages, then the model."""
+
+    def logits(weights: Weights, images: jax.Array) -> jax.Array:
+        model = nnx.merge(graph, weights["params"], weights["rest"])
+        return model(preprocess(images, train=False))
+
+    return logits
+
+
+def _inference(
+    graph: nnx.GraphDef, config: Config, weights: Weights
+) -> Callable[[jax.Array], jax.Array]:
+    """`stored images -> class probabilities`, the weights closed over as constants."""
+    logits = _forward(graph, Preprocess(config.preprocess))
+
+    def probabilities(images: jax.Array) -> jax.Array:
+        return jax.nn.softmax(logits(weights, images), axis=-1)
+
+    return probabilities
+
+
+def _export(
+    probabilities: Callable[[jax.Array], jax.Array], spec: ImageSpec, platforms: Sequence[str]
+) -> jax.export.Exported:
+    """`probabilities` for a batch of any size, lowered for `platforms`, else for the CPU."""
+    (batch,) = jax.export.symbolic_shape("b")
+    images = jax.ShapeDtypeStruct((batch, spec.height, spec.width, spec.channels), spec.dtype)
+    try:
+        return jax.export.export(jax.jit(probabilities), platforms=tuple(platforms))(images)
+    except Exception:  # a platform without lowering rules for some op: the CPU alone
+        if tuple(platforms) == ("cpu",):
+            raise
+        return jax.export.export(jax.jit(probabilities), platforms=("cpu",))(images)
+
+
+def _aval_json(aval) -> dict[str, Any]:
+    """A shape with a symbolic batch as JSON: `{"shape": ["b", 8, 8, 1], "dtype": "uint8"}`."""
+    return {
+        "shape": [d if isinstance(d, int) else str(d) for d in aval.shape],
+        "dtype": str(aval.dtype),
+    }
+
+
+def _preprocess_section(config: Config, spec: ImageSpec) -> list[dict[str, Any]]:
+    """Each stage with its settings and the spec it hands on at inference."""
+    section = []
+    for stage in config.preprocess:
+        entry = {"op": stage.op, **dataclasses.asdict(stage), "augmentation": stage.augmentation}
+        if stage.augmentation:
+            entry["output"] = "skipped at inference"
+        else:
+            spec = stage.in_spec(spec)
+            entry["output"] = spec.describe()
+        section.append(entry)
+    return section
+
+
+def _model_section(config: Config, model: Classifier) -> dict[str, Any]:
+    """The architecture as data: every layer with all its settings, output shape and size."""
+    m = config.model
+    entries = MODELS.get(m.name)(m.input, m.num_classes, m.layers)
+    shape, layers = tuple(m.input), []
+    for index, (entry, layer) in enumerate(zip(entries, model.layers, strict=True)):
+        _, settings, _ = validate_entry(entry, index)
+        kind = entry["type"]
+        shape = layer.output_shape(shape)
+        layers.append(
+            {
+                "type": kind,
+                "name": settings.pop("name"),
+                **_defaults(kind),
+                **settings,
+                "output": list(shape),
+                "params": _size(nnx.state(layer, nnx.Param)),
+            }
         )
+    return {
+        "name": m.name,
+        "input": list(m.input),
+        "input_range": list(m.input_range),
+        "num_classes": m.num_classes,
+        "layers": layers,
+        "params": _size(nnx.state(model, nnx.Param)),
+    }
+
+
+def _defaults(kind: str) -> dict[str, Any]:
+    """A layer type's config keys that have defaults, with them."""
+    cls = LAYERS.get(kind)
+    keys = cls.params()
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name in keys and parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _size(state: nnx.State) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all: a temporary file beside it, then a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checksums(directory: Path) -> dict[str, str]:
+    """The SHA-256 of the artifact and of every file under `weights/`, by relative path."""
+    files = [directory / ARTIFACT, *sorted((directory / WEIGHTS).rglob("*"))]
+    return {
+        path.relative_to(directory).as_posix(): _sha256(path) for path in files if path.is_file()
+    }
+
+
+def _bundle_fault(code: str, directory: Path, message: str, **fields: Any) -> ContractError:
+    return ContractError(Diagnostic(code, message, stage="model bundle", **fields))
+
+
+def read_contract(directory: Path) -> dict[str, Any]:
+    """A bundle's `contract.json`, once its format, version and checksums hold.
+
+    Raises:
+        ContractError: `bundle.version`, a contract of another format or version;
+            `bundle.corrupt`, an unreadable contract or a file that is missing or
+            differs from its checksum (every such file is listed).
+    """
+    directory = Path(directory)
+    retrain = "train the run again (typedpipe train CONFIG --out RUN_DIR) to export it anew"
+    try:
+        contract = json.loads((directory / CONTRACT).read_text())
+        if not isinstance(contract, dict):
+            raise ValueError("it is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _bundle_fault(
+            "bundle.corrupt",
+            directory,
+            f"{directory / CONTRACT} cannot be read: {err}",
+            expected="a JSON contract written by typedpipe",
+            got=type(err).__name__,
+            hint=retrain,
+            items=(str(directory / CONTRACT),),
+        ) from None
+    found = (contract.get("format"), contract.get("version"))
+    if found != (FORMAT, VERSION):
+        raise _bundle_fault(
+            "bundle.version",
+            directory,
+            f"{directory} holds a model bundle this typedpipe cannot read",
+            expected=f"format {FORMAT!r} version {VERSION}",
+            got=f"format {found[0]!r} version {found[1]!r}",
+            hint=f"use the typedpipe that wrote it, or {retrain}",
+        )
+    files = contract.get("files")
+    if not isinstance(files, dict) or ARTIFACT not in files:
+        files = {ARTIFACT: None}  # a contract that lists nothing vouches for nothing
+    faults = []
+    for name, digest in files.items():
+        path = directory / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            faults.append(f"{name}: outside the bundle")
+        elif not path.is_file():
+            faults.append(f"{name}: missing")
+        elif _sha256(path) != digest:
+            faults.append(f"{name}: differs from its checksum")
+    if faults:
+        raise _bundle_fault(
+            "bundle.corrupt",
+            directory,
+            f"{len(faults)} file(s) of the model bundle {directory} are not as exported",
+            expected="every file as its SHA-256 in contract.json says",
+            got=f"{len(faults)} file(s) changed or missing",
+            hint=f"restore the bundle from a copy, or {retrain}",
+            items=tuple(faults),
+        )
+    return contract
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One image file's class, its probability, and the most likely classes."""
+
+    file: str
+    class_id: int
+    name: str
+    probability: float
+    top: tuple[tuple[int, str, float], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"file", "class", "name", "probability", "top": [{"class", "name", "probability"}]}`."""
+        return {
+            "file": self.file,
+            "class": self.class_id,
+            "name": self.name,
+            "probability": self.probability,
+            "top": [{"class": c, "name": n, "probability": p} for c, n, p in self.top],
+        }
 
 
 class ExportedModel:
-    """A trained classifier loaded from its bundle.
+    """A trained classifier loaded from its bundle, its contract and checksums checked.
 
     Example:
         >>> model = ExportedModel("runs/digits-cnn/model")
         >>> model.predict(images).shape   # images as stored: uint8 (n, 8, 8, 1)
         (n, 10)
+
+    Raises:
+        ContractError: `bundle.version` or `bundle.corrupt` (see `read_contract`).
     """
 
     def __init__(self, directory: str | Path):
         directory = Path(directory)
-        contract = json.loads((directory / "contract.json").read_text())
-        if contract.get("format") != FORMAT:
-            raise ValueError(f"{directory} is not a typedpipe model bundle")
-        self.config = parse_config(contract["config"])
-        spec = contract["input"]
+        self.contract = read_contract(directory)
+        self.config = parse_config(self.contract["config"])
+        spec = self.contract["input"]
         self.spec = ImageSpec(
             **{**spec, "value_range": spec["value_range"] and tuple(spec["value_range"])}
         )
-        self.class_names = tuple(contract["class_names"])
-        m = self.config.model
-        abstract = nnx.eval_shape(
-            lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
-        )
-        abstract.eval()
-        graph, params, rest = split_params(abstract)
+        self.class_names = tuple(self.contract["class_names"])
+        self.platforms = tuple(self.contract["artifact"]["platforms"])
+        graph, params, rest = split_params(_abstract_model(self.config))
         here = SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
@@ -86,24 +393,29 @@ class ExportedModel:
         import orbax.checkpoint as ocp
 
         with ocp.StandardCheckpointer() as checkpointer:
-            weights = checkpointer.restore((directory / "weights").absolute(), target)
-        self._graph = graph
-        self._weights = weights
-        self._preprocess = Preprocess(self.config.preprocess)
-        self._logits = jax.jit(self._forward)
+            self._weights = checkpointer.restore((directory / WEIGHTS).absolute(), target)
+        forward = _forward(graph, Preprocess(self.config.preprocess))
+        self._logits = jax.jit(forward)
         self._probabilities = jax.jit(
-            lambda weights, images: jax.nn.softmax(self._forward(weights, images), axis=-1)
+            lambda weights, images: jax.nn.softmax(forward(weights, images), axis=-1)
         )
-
-    def _forward(self, weights, images):
-        model = nnx.merge(self._graph, weights["params"], weights["rest"])
-        return model(self._preprocess(images, train=False))
 
     def check(self, images: np.ndarray) -> None:
         """Raise a ContractError unless `images` match the stored-image contract."""
+        shape = tuple(images.shape)
+        self._check(shape, str(images.dtype), f"{images.dtype} {' '.join(map(str, shape))}")
+
+    def check_spec(self, spec: ImageSpec) -> None:
+        """Raise a ContractError unless data of `spec` matches the contract: before any pixel."""
+        shape = (0, spec.height, spec.width, spec.channels)
+        self._check(shape, spec.dtype, spec.describe(), what="the data")
+
+    def _check(
+        self, shape: tuple[int, ...], dtype: str, got: str, what: str = "the images"
+    ) -> None:
         want = self.spec
         accepts = Accepts(want.dtype, want.height, want.width, want.channels)
-        found = compare(accepts, tuple(images.shape), str(images.dtype))
+        found = compare(accepts, shape, dtype)
         if not found:
             return
         hints = {
@@ -116,10 +428,10 @@ class ExportedModel:
         raise ContractError(
             Diagnostic(
                 mismatch.code,
-                f"the images {mismatch.message}: they do not match the model's input contract",
+                f"{what} {mismatch.message}: they do not match the model's input contract",
                 stage="input",
                 expected=want.describe(),
-                got=f"{images.dtype} {' '.join(map(str, images.shape))}",
+                got=got,
                 hint=hints[mismatch.code],
             )
             for mismatch in found
@@ -141,35 +453,111 @@ class ExportedModel:
             else np.zeros((0, len(self.class_names)), np.float32)
         )
 
-    def read_images(self, paths: list[Path]) -> np.ndarray:
-        """Decode image files the way the model's data was stored: its channels and size.
+    def read_image(self, path: str | Path) -> np.ndarray:
+        """Decode one image file the way the model's data was stored: its channels and size.
 
         Raises:
-            ContractError: `data.corrupt` naming every file that cannot be decoded.
+            ContractError: `data.corrupt` naming the file, when it cannot be decoded;
+                a `shape.*` or `dtype.input` code when it decodes off the contract.
         """
         from typedpipe.pipeline.sources.decode import decode
 
         mode = {1: "gray", 3: "rgb"}.get(self.spec.channels, "keep")
         size = (self.spec.height, self.spec.width)
-        images, failed = [], []
-        for path in paths:
-            try:
-                images.append(decode(Path(path), mode, size))
-            except Exception as err:  # any decode failure is reported with the file
-                failed.append(f"{path}: {type(err).__name__}: {err}")
-        if failed:
+        try:
+            image = decode(Path(path), mode, size)
+        except Exception as err:  # any decode failure is reported with the file
             raise ContractError(
                 Diagnostic(
                     "data.corrupt",
-                    f"{len(failed)} image file(s) cannot be decoded",
+                    f"{path} cannot be decoded: {type(err).__name__}: {err}",
                     stage="input",
-                    expected="readable image files",
-                    got="decode errors",
+                    expected="a readable image file",
+                    got=type(err).__name__,
                     hint="pass PNG, JPEG, BMP, GIF, WebP or TIFF files",
-                    items=tuple(failed),
+                    items=(str(path),),
+                )
+            ) from None
+        try:
+            self.check(image[None])
+        except ContractError as err:
+            raise ContractError(
+                dataclasses.replace(d, message=f"{path}: {d.message}", items=(str(path),))
+                for d in err.diagnostics
+            ) from None
+        return image
+
+    def read_images(self, paths: Iterable[str | Path]) -> np.ndarray:
+        """Decode image files the way the model's data was stored: its channels and size.
+
+        Raises:
+            ContractError: every file that cannot be decoded to the contract, named.
+        """
+        images: list[np.ndarray] = []
+        faults: list[Diagnostic] = []
+        for path in paths:
+            try:
+                images.append(self.read_image(path))
+            except ContractError as err:
+                faults.extend(err.diagnostics)
+        if faults:
+            raise ContractError(faults)
+        return np.stack(images)
+
+    def predict_files(
+        self, paths: Iterable[str | Path], top: int = TOP
+    ) -> tuple[list[Prediction], list[Diagnostic]]:
+        """Predict every image file, a folder standing for every image file under it (sorted).
+
+        A file that cannot be read to the contract gets a diagnostic naming it;
+        the others are predicted all the same.
+
+        Returns:
+            The predictions, in file order, and a diagnostic per file that failed.
+        """
+        files, faults = image_files(paths)
+        read, images = [], []
+        for path in files:
+            try:
+                images.append(self.read_image(path))
+                read.append(path)
+            except ContractError as err:
+                faults.extend(err.diagnostics)
+        if not images:
+            return [], faults
+        probabilities = self.predict(np.stack(images))
+        predictions = []
+        for path, row in zip(read, probabilities, strict=True):
+            best = [int(i) for i in np.argsort(-row, kind="stable")[:top]]
+            ranked = tuple((i, self.class_names[i], float(row[i])) for i in best)
+            predictions.append(Prediction(str(path), *ranked[0], ranked))
+        return predictions, faults
+
+    def class_ids(self, ids: np.ndarray, names: Sequence[str] = ()) -> np.ndarray:
+        """The data's class ids as the model's: by name where the data names its classes.
+
+        Raises:
+            ContractError: `labels.range`, a class the model does not have.
+        """
+        ids = np.asarray(ids)
+        if names and set(names) <= set(self.class_names):
+            ours = np.array([self.class_names.index(n) for n in names], np.int32)
+            return ours[ids]
+        outside = np.flatnonzero((ids < 0) | (ids >= len(self.class_names)))
+        if len(outside):
+            raise ContractError(
+                Diagnostic(
+                    "labels.range",
+                    f"{len(outside)} label(s) name a class the model does not have",
+                    stage="labels",
+                    expected=f"class ids in [0, {len(self.class_names)})",
+                    got=f"ids from {int(ids.min())} to {int(ids.max())}",
+                    hint="evaluate on data of the classes the model was trained on",
+                    items=tuple(map(str, outside)),
+                    total_items=len(outside),
                 )
             )
-        return np.stack(images)
+        return ids.astype(np.int32)
 
     def evaluate(self, images: np.ndarray, class_ids: np.ndarray) -> dict[str, float | None]:
         """Accuracy and mean cross-entropy (the training loss) on `images` with their class ids."""
@@ -187,3 +575,36 @@ class ExportedModel:
             "loss": loss_sum / count if count else None,
             "images": count,
         }
+
+
+def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
+    """The files named, a folder replaced by every image file under it, sorted.
+
+    Returns:
+        The files, and a `data.empty` diagnostic per folder that holds no image file.
+    """
+    from typedpipe.pipeline.sources.decode import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    faults: list[Diagnostic] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not found:
+            faults.append(
+                Diagnostic(
+                    "data.empty",
+                    f"the folder {path} holds no image file",
+                    stage="input",
+                    expected=f"files ending in {', '.join(sorted(IMAGE_SUFFIXES))}",
+                    got="none",
+                    hint="pass image files, or a folder that holds some",
+                    items=(str(path),),
+                )
+            )
+        files.extend(found)
+    return files, faults
