@@ -1,7 +1,7 @@
 """Diagnostics: every fault typedpipe reports, with a stable code and a fix."""
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
@@ -67,7 +67,7 @@ class Diagnostic:
     got: str = ""
     hint: str = ""
     severity: Severity = "error"
-    items: tuple[str, ...] = ()
+    items: Sequence[str] = ()  # stored as a tuple
     total_items: int = 0  # how many offending items there are; `items` holds the first few
 
     def __post_init__(self):

@@ -1,13 +1,14 @@
 """A training run end to end: check, read, train, evaluate, and the run folder.
 
-Run folder (`runs/<name>` by default): config.toml (resolved), metrics.json,
-history.jsonl, checkpoints/ (Orbax), model/ (the exported bundle), report.png.
-Only process 0 writes it.
+Run folder (`runs/<name>` by default): config.toml (resolved), fingerprint.json,
+metrics.json, history.jsonl, checkpoints/ (Orbax), model/ (the exported bundle),
+report.png. Every file is written atomically; the folder is locked while a run
+uses it; a re-train replaces a finished run only once it has finished itself
+(see `runfolder`).
 """
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,14 +16,39 @@ from pathlib import Path
 import jax
 
 from typedpipe.contracts import ContractError
+from typedpipe.files import write_atomic
 from typedpipe.pipeline.check import check_pipeline, errors
 from typedpipe.pipeline.config import Config
+from typedpipe.pipeline.runfolder import (
+    RunFolder,
+    check_resume,
+    fingerprint,
+    io_error,
+    no_checkpoint,
+    write_fingerprint,
+)
 from typedpipe.pipeline.sources import split_indices
-from typedpipe.pipeline.train.callbacks import Checkpointing, History, NumericGuard, write_atomic
+from typedpipe.pipeline.train.callbacks import Checkpointing, History, NumericGuard
 from typedpipe.pipeline.train.checkpoint import Checkpoints
 from typedpipe.pipeline.train.loop import Callback, evaluate, fit
 from typedpipe.pipeline.train.sharding import Placement
 from typedpipe.pipeline.train.step import make_train
+
+#: The keys of metrics.json; an unfinished run has them all, null but for the time and steps.
+METRICS = (
+    "test_accuracy",
+    "val_accuracy",
+    "test_loss",
+    "train_seconds",
+    "images_per_second",
+    "steps",
+    "skipped_steps",
+    "epochs",
+    "devices",
+    "processes",
+    "backend",
+    "device_kind",
+)
 
 
 def train_run(
@@ -53,7 +79,10 @@ def train_run(
 
     Raises:
         ContractError / ConfigError: the check found errors; nothing was written.
+        RunFolderError: the folder is locked, not writable, full, or holds a
+            checkpoint of another config (`--resume`).
         TrainingStopped: the numeric guard ended training.
+        Interrupted: Ctrl-C; the checkpoint of the last whole step is kept.
     """
     if epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
@@ -68,65 +97,115 @@ def train_run(
     records = source.records(survey)
     data = config.data
     splits = split_indices(survey.class_ids, data.val_fraction, data.test_fraction, config.seed)
-
     batch_size = config.train.batch_size
     steps_per_epoch = len(splits.train) // batch_size
     train = make_train(config, survey.label_spec.format, steps_per_epoch)
     key = jax.random.key(config.seed)
     state = jax.jit(train.init_state)(key)
 
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoints_dir = out / "checkpoints"
-    if not resume and checkpoints_dir.exists():
-        shutil.rmtree(checkpoints_dir)
-    checkpoints = Checkpoints(checkpoints_dir)
-    history_path, metrics_path = out / "history.jsonl", out / "metrics.json"
-    history, seconds_before = [], 0.0
-    latest = checkpoints.latest_step() if resume else None
-    if latest is not None:
-        on_phase(f"restoring step {latest}")
-        state = checkpoints.restore(latest, like=state)
-        done_epochs = latest // max(steps_per_epoch, 1)
-        if history_path.exists():
-            lines = [json.loads(line) for line in history_path.read_text().splitlines() if line]
-            history = [h for h in lines if h["epoch"] <= done_epochs]
-        if metrics_path.exists():
-            seconds_before = json.loads(metrics_path.read_text()).get("train_seconds") or 0.0
-    write_atomic(out / "config.toml", config.to_toml())
-
-    record = History(history_path, history)
-    guard = NumericGuard(
-        train,
-        max_consecutive=config.train.max_consecutive_skips,
-        stop_at_first=config.train.on_nonfinite == "stop",
-    )
-    on_phase("compiling the step")
-    started = time.perf_counter()
+    folder = RunFolder(out, resume=resume)
     try:
-        state, throughput = fit(
+        return _train_in(
+            folder,
+            config,
             train,
             state,
+            key,
             records,
+            survey,
             splits,
-            batch_size=batch_size,
-            epochs=config.train.epochs,
-            seed=config.seed,
-            key=key,
-            placement=placement,
-            callbacks=[guard, record, Checkpointing(checkpoints), *callbacks],
+            placement,
+            resume=resume,
             max_steps=max_steps,
+            callbacks=callbacks,
+            on_phase=on_phase,
         )
+    except OSError as err:
+        raise io_error(folder.work, err, "write") from None
     finally:
-        checkpoints.close()
-    train_seconds = seconds_before + time.perf_counter() - started
+        folder.close()
 
+
+def _train_in(
+    folder: RunFolder,
+    config,
+    train,
+    state,
+    key,
+    records,
+    survey,
+    splits,
+    placement,
+    *,
+    resume,
+    max_steps,
+    callbacks,
+    on_phase,
+) -> dict:
+    work = folder.work
+    current = fingerprint(config, survey.label_spec.format, len(records))
+    history_path, metrics_path = work / "history.jsonl", work / "metrics.json"
+    checkpoints = Checkpoints(work / "checkpoints")
+    history, seconds_before = [], 0.0
+    try:
+        if resume:
+            latest = checkpoints.latest_step()
+            if latest is None:
+                raise no_checkpoint(folder.out)
+            check_resume(work, current)
+            on_phase(f"restoring step {latest}")
+            state = checkpoints.restore(latest, like=state)
+            done_epochs = latest // max(len(splits.train) // config.train.batch_size, 1)
+            if history_path.exists():
+                lines = [json.loads(line) for line in history_path.read_text().splitlines() if line]
+                history = [h for h in lines if h["epoch"] <= done_epochs]
+            if metrics_path.exists():
+                seconds_before = json.loads(metrics_path.read_text()).get("train_seconds") or 0.0
+        write_fingerprint(work, current)
+        write_atomic(work / "config.toml", config.to_toml())
+        record = History(history_path, history)
+        guard = NumericGuard(
+            train,
+            max_consecutive=config.train.max_consecutive_skips,
+            stop_at_first=config.train.on_nonfinite == "stop",
+        )
+        on_phase("compiling the step")
+        started = time.perf_counter()
+        try:
+            state, throughput = fit(
+                train,
+                state,
+                records,
+                splits,
+                batch_size=config.train.batch_size,
+                epochs=config.train.epochs,
+                seed=config.seed,
+                key=key,
+                placement=placement,
+                callbacks=[guard, record, Checkpointing(checkpoints), *callbacks],
+                max_steps=max_steps,
+            )
+        finally:
+            # The seconds so far count even when training ends early: a resume adds to them.
+            seconds = round(seconds_before + time.perf_counter() - started, 3)
+            checkpoints.close()
+            unfinished = dict.fromkeys(METRICS) | {
+                "train_seconds": seconds,
+                "steps": checkpoints.saved_step,
+            }
+            write_atomic(metrics_path, json.dumps(unfinished, indent=2) + "\n")
+    except BaseException:
+        checkpoints.close()
+        raise
+
+    batch_size = config.train.batch_size
     test = evaluate(train, state, records, splits.test, batch_size, placement)
     val = evaluate(train, state, records, splits.val, batch_size, placement)
     metrics = {
         "test_accuracy": test["accuracy"],
         "val_accuracy": val["accuracy"],
         "test_loss": test["loss"],
-        "train_seconds": round(train_seconds, 3),
+        "train_seconds": seconds,
         "images_per_second": throughput.images_per_second,
         "steps": int(state.step),
         "skipped_steps": int(state.skipped),
@@ -136,21 +215,23 @@ def train_run(
         "backend": jax.default_backend(),
         "device_kind": jax.devices()[0].device_kind,
     }
-    write_atomic(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
 
     from typedpipe.pipeline.export import export_model
     from typedpipe.pipeline.report import write_report
 
     if survey.spec is not None:  # a clean check always has a spec
         export_model(
-            out / "model", config, state.params, state.rest, survey.spec, survey.class_names
+            work / "model", config, state.params, state.rest, survey.spec, survey.class_names
         )
     write_report(
-        out / "report.png",
+        work / "report.png",
         record.lines,
         survey.class_ids[splits.test],
         test["predictions"],
         survey.class_names,
         f"{config.name}: {config.model.name} on {config.data.source}",
     )
+    # metrics.json last: a folder whose metrics say `steps` is a finished run.
+    write_atomic(metrics_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    folder.publish()
     return metrics

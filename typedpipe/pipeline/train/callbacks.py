@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from typedpipe.contracts import Diagnostic, TrainingStopped
+from typedpipe.files import write_atomic
 from typedpipe.models import Classifier
 from typedpipe.pipeline.sources import Batch
 from typedpipe.pipeline.stages import Preprocess
@@ -117,10 +118,3 @@ class StopAfter(Callback):
 
     def on_step_end(self, loop: Loop, batch: Batch, metrics: Metrics) -> None:
         loop.should_stop = loop.should_stop or loop.step - self.start >= self.steps
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` whole or not at all: a temporary file, then a rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)

@@ -8,14 +8,18 @@ and the position in it follow from `state.step`, and the loader replays the
 same data order from the seed.
 """
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from typedpipe.files import failpoint
 from typedpipe.pipeline.sources import Batch, RecordSource, Splits, batches
 from typedpipe.pipeline.train.sharding import Placement
 from typedpipe.pipeline.train.state import TrainState
@@ -46,6 +50,37 @@ class Loop:
     total_steps: int
     batch_size: int
     should_stop: bool = False  # set by a callback to end training after this step
+    interrupted: bool = False  # Ctrl-C: training ends after this step, callbacks run
+    timed_steps: int = 0  # steps timed for throughput (the compiling first one is not)
+    timed_seconds: float = 0.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C ended training after a whole step; the callbacks (checkpoints) have run."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted after step {step}")
+        self.step = step
+
+
+@contextlib.contextmanager
+def _finish_step_on_interrupt(loop: Loop) -> Iterator[None]:
+    """The first Ctrl-C stops training after the step in flight; a second stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def stop(signum, frame):
+        if loop.interrupted:
+            raise KeyboardInterrupt
+        loop.interrupted = loop.should_stop = True
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Callback:
@@ -117,6 +152,9 @@ def fit(
 
     Returns:
         The final state, and the throughput of the steps after the first.
+
+    Raises:
+        Interrupted: Ctrl-C, after the step in flight and the callbacks' `on_train_end`.
     """
     placement = placement or Placement(devices=1)
     steps_per_epoch = len(splits.train) // batch_size
@@ -128,9 +166,21 @@ def fit(
     state = placement.replicate(state)
     start = int(state.step)
     loop = Loop(state, start, start // max(steps_per_epoch, 1), steps_per_epoch, total, batch_size)
-    timed_steps, timed_seconds = 0, 0.0
     for callback in callbacks:
         callback.on_train_start(loop)
+    with _finish_step_on_interrupt(loop):
+        _run(train, loop, records, splits, seed, key, placement, callbacks, step_fn, eval_fn)
+    if loop.interrupted:
+        raise Interrupted(loop.step)
+    return loop.state, Throughput(
+        loop.timed_steps, loop.timed_seconds, loop.timed_steps * batch_size
+    )
+
+
+def _run(train, loop: Loop, records, splits, seed, key, placement, callbacks, step_fn, eval_fn):
+    """The epochs of `fit`, from `loop.step` on."""
+    start, total, batch_size = loop.step, loop.total_steps, loop.batch_size
+    steps_per_epoch = loop.steps_per_epoch
     try:
         while loop.step < total and not loop.should_stop:
             epoch, skip = divmod(loop.step, steps_per_epoch)
@@ -142,6 +192,7 @@ def fit(
             ):
                 loop.state, metrics = step_fn(loop.state, placement.put(batch), key)
                 loop.step += 1
+                failpoint("step")
                 if loop.step == start + 1:  # the first step compiled: time from here
                     jax.block_until_ready(metrics)
                     clock, first = time.perf_counter(), loop.step
@@ -150,8 +201,8 @@ def fit(
                 if loop.should_stop or loop.step >= total:
                     break
             jax.block_until_ready(loop.state.step)
-            timed_steps += loop.step - first
-            timed_seconds += time.perf_counter() - clock if loop.step > first else 0.0
+            loop.timed_steps += loop.step - first
+            loop.timed_seconds += time.perf_counter() - clock if loop.step > first else 0.0
             if loop.step % steps_per_epoch == 0 and loop.step > start:
                 stats = _epoch_stats(train, loop, records, splits.val, eval_fn, placement, started)
                 for callback in callbacks:
@@ -159,8 +210,6 @@ def fit(
     finally:
         for callback in callbacks:
             callback.on_train_end(loop)
-    timed = Throughput(timed_steps, timed_seconds, timed_steps * batch_size)
-    return loop.state, timed
 
 
 def _epoch_stats(
