@@ -283,3 +283,33 @@ def test_a_read_only_folder_is_a_diagnostic(tmp_path, small_disk):
     (diagnostic,) = json.loads(result.stdout)["diagnostics"]
     assert diagnostic["code"] == "io.write"
     assert "writable" in diagnostic["hint"]
+
+
+def test_a_bug_is_exit_4_with_one_line_and_a_crash_log(tmp_path, capsys):
+    """Not a diagnostic, not a bare traceback: one line naming the crash log."""
+    from typedpipe import SOURCES, ArraySource
+    from typedpipe.cli import EXIT_BUG, main
+
+    class Broken(ArraySource):
+        def arrays(self):
+            images = np.zeros((640, 8, 8, 1), np.uint8)
+            labels = np.arange(640, dtype=np.int32) % 10
+            from typedpipe import LabelSpec
+
+            return images, labels, LabelSpec("int", 10), tuple(map(str, range(10)))
+
+        def records(self, survey):
+            raise RuntimeError("a bug in a source")
+
+    config = config_file(tmp_path, CONFIG.replace('"digits"', '"test_broken"'))
+    with SOURCES.temporary("test_broken", Broken):
+        code = main(["train", str(config), "--out", str(tmp_path / "run"), "--json"])
+    captured = capsys.readouterr()
+    assert code == EXIT_BUG
+    printed = json.loads(captured.out)
+    assert printed["ok"] is False
+    log = Path(printed["crash_log"])
+    assert "RuntimeError: a bug in a source" in log.read_text()
+    assert "Traceback" not in captured.err
+    assert "internal error" in captured.err and str(log) in captured.err
+    log.unlink()

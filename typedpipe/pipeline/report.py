@@ -4,9 +4,12 @@ Drawn on a `matplotlib.figure.Figure` with the Agg canvas: no pyplot state, and
 the caller's matplotlib backend is never touched.
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from typedpipe.files import write_atomic
 
 
 def write_report(
@@ -48,7 +51,9 @@ def write_report(
         cm_ax.set_axis_off()
         cm_ax.text(0.5, 0.5, "no test split", ha="center", va="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    write_atomic(path, png.getvalue())
 
 
 def _confusion(fig, ax, true: np.ndarray, predicted: np.ndarray, class_names) -> None:

@@ -105,6 +105,7 @@ def train_run(
 
     folder = RunFolder(out, resume=resume)
     try:
+        folder.require_space(_checkpoint_bytes(state))
         return _train_in(
             folder,
             config,
@@ -124,6 +125,11 @@ def train_run(
         raise io_error(folder.work, err, "write") from None
     finally:
         folder.close()
+
+
+def _checkpoint_bytes(state) -> int:
+    """Room the run folder needs: two checkpoints of the state and the exported weights."""
+    return 3 * sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
 
 
 def _train_in(

@@ -125,6 +125,17 @@ class RunFolder:
         """Whether this run writes beside a finished one (and replaces it when done)."""
         return self.work != self.out
 
+    def require_space(self, needed: int) -> None:
+        """Refuse to start a run whose checkpoints cannot fit on the disk.
+
+        Raises:
+            RunFolderError: `io.write`, with how much is needed and free.
+        """
+        free = shutil.disk_usage(self.work).free
+        if free < needed:
+            err = OSError(errno.ENOSPC, f"{needed:,} bytes needed for checkpoints, {free:,} free")
+            raise io_error(self.work, err, "fit the checkpoints in")
+
     def publish(self) -> None:
         """Replace the finished run's files with this run's, now that it has finished too.
 
