@@ -152,6 +152,8 @@ def cmd_train(args) -> int:
     from typedpipe.pipeline.run import train_run
     from typedpipe.pipeline.train.loop import Callback
 
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out needs a folder name")
     config = _load(args.config)
     out = Path(args.out) if args.out else Path("runs") / config.name
     progress = Progress(
@@ -187,17 +189,31 @@ def cmd_train(args) -> int:
                 + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else "")
             )
 
-    with progress:
-        metrics = train_run(
-            config,
-            out,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            resume=args.resume,
-            devices=args.devices,
-            callbacks=[ShowProgress()],
-            on_phase=lambda what: progress.update(task, status=what),
+    from typedpipe.pipeline.train.loop import Interrupted
+
+    try:
+        with progress:
+            metrics = train_run(
+                config,
+                out,
+                epochs=args.epochs,
+                max_steps=args.max_steps,
+                resume=args.resume,
+                devices=args.devices,
+                callbacks=[ShowProgress()],
+                on_phase=lambda what: progress.update(task, status=what),
+            )
+    except Interrupted as stop:
+        resume = f"typedpipe train {args.config or ''} --out {out} --resume".replace("  ", " ")
+        stderr.print(
+            f"[yellow]interrupted[/yellow] after step {stop.step}: its checkpoint is kept; "
+            f"continue with: {escape(resume)}"
         )
+        if args.json:
+            _print_json(
+                args, {"ok": False, "interrupted": True, "step": stop.step, "diagnostics": []}
+            )
+        return EXIT_INTERRUPTED
     if args.json:
         _print_json(args, {"ok": True, "out": str(out), "metrics": metrics})
     else:
@@ -435,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit_failure(err.diagnostics, args)
         return EXIT_NUMERIC
     except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted[/yellow]: continue a training run with --resume")
+        stderr.print("[yellow]interrupted[/yellow]: nothing was trained or written")
         return EXIT_INTERRUPTED
     except Exception:  # a bug: never a bare traceback, always its log
         log = _crash_log()
@@ -443,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"[red]internal error[/red] (a typedpipe bug): {escape(_last_line())}; "
             f"the traceback is in {escape(str(log))}"
         )
+        if args.json:
+            _print_json(args, {"ok": False, "crash_log": str(log), "diagnostics": []})
         return EXIT_BUG
 
 
