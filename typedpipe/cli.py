@@ -282,12 +282,12 @@ def cmd_eval(args) -> int:
     else:
         images, class_ids, split = _run_test_split(model)
     result = model.evaluate(images, class_ids)
-    data = args.data or str(Path(args.run_dir) / "config.toml")
     if args.json:
-        _print_json(args, {"ok": True, "data": data, "split": split, **result})
+        _print_json(args, {"ok": True, "data": args.data, "split": split, **result})
     else:
+        where = f" on {args.data}" if args.data else ""
         Console().print(
-            f"{escape(args.run_dir)} on {escape(data)}: {split} accuracy "
+            f"{escape(args.run_dir)}{escape(where)}: {split} accuracy "
             f"{result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['images']} images"
             if result["images"]
             else f"{escape(args.run_dir)}: no images to evaluate"

@@ -19,10 +19,8 @@ image is a diagnostic, not a wrong answer.
 """
 
 import dataclasses
-import hashlib
 import inspect
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,11 +32,11 @@ from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
 from typedpipe.contracts import Accepts, ContractError, Diagnostic, ImageSpec, compare
+from typedpipe.files import checksums, sha256, write_atomic
 from typedpipe.models import MODELS, Classifier, build_model, split_params, validate_entry
 from typedpipe.models.layers import LAYERS
 from typedpipe.pipeline.config import Config, parse_config
 from typedpipe.pipeline.stages import Preprocess
-from typedpipe.pipeline.train.callbacks import write_atomic
 from typedpipe.pipeline.train.losses import loss_for
 
 FORMAT = "typedpipe.model"
@@ -100,7 +98,7 @@ def export_model(
     model = _abstract_model(config)
     graph, _, _ = split_params(model)
     exported = _export(_inference(graph, config, weights), spec, platforms)
-    _write_bytes_atomic(directory / ARTIFACT, bytes(exported.serialize()))
+    write_atomic(directory / ARTIFACT, bytes(exported.serialize()))
 
     contract = {
         "format": FORMAT,
@@ -249,32 +247,11 @@ def _size(state: nnx.State) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` whole or not at all: a temporary file beside it, then a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checksums(directory: Path) -> dict[str, str]:
     """The SHA-256 of the artifact and of every file under `weights/`, by relative path."""
-    files = [directory / ARTIFACT, *sorted((directory / WEIGHTS).rglob("*"))]
-    return {
-        path.relative_to(directory).as_posix(): _sha256(path) for path in files if path.is_file()
+    weights = checksums(directory / WEIGHTS)
+    return {ARTIFACT: sha256(directory / ARTIFACT)} | {
+        f"{WEIGHTS}/{name}": digest for name, digest in weights.items()
     }
 
 
@@ -326,7 +303,7 @@ def read_contract(directory: Path) -> dict[str, Any]:
             faults.append(f"{name}: outside the bundle")
         elif not path.is_file():
             faults.append(f"{name}: missing")
-        elif _sha256(path) != digest:
+        elif sha256(path) != digest:
             faults.append(f"{name}: differs from its checksum")
     if faults:
         raise _bundle_fault(
