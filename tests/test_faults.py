@@ -99,7 +99,6 @@ def uninterrupted(tmp_path_factory):
         "step:25",  # mid-epoch (the 6th step of the second), between steps
         "checkpoint:2",  # inside the second checkpoint write (the first is whole)
         "write-history.jsonl:2",  # the second epoch's history line, written but not renamed
-        "write-metrics.json:1",  # after training, before the run is finished
         "write-contract.json:1",  # mid-export
     ],
 )

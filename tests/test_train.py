@@ -56,17 +56,38 @@ def test_short_run_learns_and_writes_the_run_folder(tmp_path):
     assert parse_config((tmp_path / "config.toml").read_text()).train.epochs == 3
 
 
+# Digits through a small network that compiles in a second, with augmentations and
+# dropout: an exact resume has step keys, data order and RNG state to get right.
+SMALL = """
+[data]
+source = "digits"
+
+[[preprocess]]
+op = "to_float"
+
+[[preprocess]]
+op = "random_flip"
+
+[[preprocess]]
+op = "random_crop"
+height = 8
+width = 8
+padding = 1
+
+[model]
+name = "sequential"
+input = [8, 8, 1]
+layers = [{type = "conv", features = 16, activation = "relu"}, {type = "dropout", rate = 0.1},
+          {type = "flatten"}, {type = "dense", features = 10}]
+
+[train]
+batch_size = 64
+learning_rate = 0.01
+"""
+
+
 def augmented_config(epochs: int):
-    text = (
-        default_config_path()
-        .read_text()
-        .replace(
-            "[model]",
-            '[[preprocess]]\nop = "random_flip"\n\n'
-            '[[preprocess]]\nop = "random_crop"\nheight = 8\nwidth = 8\npadding = 1\n\n[model]',
-        )
-    )
-    config = parse_config(text)
+    config = parse_config(SMALL)
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
@@ -121,10 +142,10 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path):
 def test_data_parallel_over_four_devices_matches_one(tmp_path):
     """The same global batch split over 4 devices is the same computation."""
     assert jax.device_count() == 4
-    single = train_run(digits_config(epochs=2), tmp_path / "one", devices=1)
-    sharded = train_run(digits_config(epochs=2), tmp_path / "four", devices=4)
+    single = train_run(augmented_config(epochs=2), tmp_path / "one", devices=1)
+    sharded = train_run(augmented_config(epochs=2), tmp_path / "four", devices=4)
     assert sharded["devices"] == 4
-    assert sharded["test_accuracy"] > 0.8  # two epochs of fifteen; chance is 0.1
+    assert sharded["test_accuracy"] > 0.5  # two epochs with augmentation; chance is 0.1
     assert abs(sharded["test_loss"] - single["test_loss"]) < 1e-2 * single["test_loss"] + 1e-3
 
 
