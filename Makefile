@@ -15,8 +15,9 @@ $(VENV)/.installed: $(SOURCES)
 run: $(VENV)/.installed
 	$(BIN)/typedpipe train
 
+# One worker per core: most tests wait on XLA compiles and subprocesses, one at a time.
 test: $(VENV)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.run
