@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib.resources
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,6 +155,12 @@ def cmd_train(args) -> int:
 
     if args.out is not None and not args.out.strip():
         raise UsageError("--out needs a folder name")
+    _join(args)
+    import jax
+
+    quiet = jax.process_index() != 0  # several processes: the first one reports
+    if quiet:
+        args.json, args.stdout = True, open(os.devnull, "w")  # noqa: SIM115
     config = _load(args.config)
     out = Path(args.out) if args.out else Path("runs") / config.name
     progress = Progress(
@@ -200,7 +207,7 @@ def cmd_train(args) -> int:
                 max_steps=args.max_steps,
                 resume=args.resume,
                 devices=args.devices,
-                callbacks=[ShowProgress()],
+                callbacks=[] if quiet else [ShowProgress()],
                 on_phase=lambda what: progress.update(task, status=what),
             )
     except Interrupted as stop:
@@ -356,6 +363,35 @@ def cmd_doctor(args) -> int:
     return EXIT_OK
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _address(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 10.0.0.1:1234)")
+    return text
+
+
+def _join(args) -> None:
+    """Join the run's other processes, as the flags say or as the cluster says."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if any(f is not None for f in flags) and not all(f is not None for f in flags):
+        raise UsageError("--coordinator, --num-processes and --process-id go together")
+    if args.process_id is not None and args.process_id >= args.num_processes:
+        raise UsageError(f"--process-id {args.process_id} must be below --num-processes")
+    from typedpipe.pipeline.train.sharding import join_cluster
+
+    join_cluster(*flags)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -402,6 +438,14 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=_positive_int)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--devices", type=_positive_int, help="data-parallel device count")
+    train.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        type=_address,
+        help="process 0's address (several processes)",
+    )
+    train.add_argument("--num-processes", type=_positive_int, help="processes in the run")
+    train.add_argument("--process-id", type=_non_negative_int, help="this process's index")
     for name, handler, help_text in (
         ("eval", cmd_eval, "accuracy of a run's exported model on its test split, or other data"),
         ("predict", cmd_predict, "classify image files with a run's exported model"),
@@ -438,8 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.stdout = sys.stdout
     try:
-        # --json promises stdout carries only the result: route stray prints to stderr.
-        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        # --json promises stdout carries only the result: route stray prints to stderr,
+        # Python's and those of native libraries (gloo, XLA) alike.
+        with _stdout_to_stderr(args) if args.json else contextlib.nullcontext():
             return args.handler(args)
     except UsageError as err:
         stderr.print(f"[red]usage error[/red]: {escape(str(err))}")
@@ -464,10 +509,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
 
 
-def _last_line() -> str:
-    import traceback
+@contextlib.contextmanager
+def _stdout_to_stderr(args):
+    """Send everything written to stdout to stderr; `args.stdout` keeps the real stdout."""
+    try:
+        fd = sys.stdout.fileno()
+        sys.stdout.flush()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    saved = os.dup(fd)
+    args.stdout = os.fdopen(os.dup(saved), "w")
+    os.dup2(sys.stderr.fileno(), fd)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        args.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
 
-    return traceback.format_exc().strip().splitlines()[-1]
+
+def _last_line() -> str:
+    """The exception's type and the first line of its message."""
+    error = sys.exc_info()[1]
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
 
 
 def _crash_log() -> Path:

@@ -68,7 +68,7 @@ def export_model(
     class_names: tuple[str, ...],
     *,
     platforms: Sequence[str] = PLATFORMS,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Write the bundle: the weights, the `jax.export` artifact, then `contract.json`.
 
     Every file is written whole or not at all, and `contract.json` last: a bundle
@@ -82,18 +82,27 @@ def export_model(
         class_names: one name per class, in class-id order.
         platforms: the platforms to lower the artifact for (see `PLATFORMS`).
 
+    Several processes call this together: each saves its part of the weights, and
+    the first writes the rest.
+
     Returns:
-        The contract, as written to `contract.json`.
+        The contract, as written to `contract.json` (None on the other processes).
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    # A contract left from an earlier export would vouch for files being replaced.
-    (directory / CONTRACT).unlink(missing_ok=True)
-    weights = {"params": _local(params), "rest": _local(rest)}
+    primary = jax.process_index() == 0
+    if primary:
+        directory.mkdir(parents=True, exist_ok=True)
+        # A contract left from an earlier export would vouch for files being replaced.
+        (directory / CONTRACT).unlink(missing_ok=True)
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save((directory / WEIGHTS).absolute(), weights, force=True)
+        checkpointer.save(
+            (directory / WEIGHTS).absolute(), {"params": params, "rest": rest}, force=True
+        )
+    if not primary:
+        return None
+    weights = {"params": _local(params), "rest": _local(rest)}
 
     model = _abstract_model(config)
     graph, _, _ = split_params(model)
@@ -120,6 +129,14 @@ def export_model(
     }
     write_atomic(directory / CONTRACT, json.dumps(contract, indent=2) + "\n")
     return contract
+
+
+def _this_process_alone(ocp):
+    """A checkpointer used by this process only: the bundle is written by one process of a
+    run, and read by whoever loads it, with no other process to wait for."""
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.StandardCheckpointer(multiprocessing_options=alone)
 
 
 def _local(state: nnx.State) -> nnx.State:
@@ -369,7 +386,7 @@ class ExportedModel:
         )
         import orbax.checkpoint as ocp
 
-        with ocp.StandardCheckpointer() as checkpointer:
+        with _this_process_alone(ocp) as checkpointer:
             self._weights = checkpointer.restore((directory / WEIGHTS).absolute(), target)
         forward = _forward(graph, Preprocess(self.config.preprocess))
         self._logits = jax.jit(forward)

@@ -20,11 +20,13 @@ from typedpipe.files import write_atomic
 from typedpipe.pipeline.check import check_pipeline, errors
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.runfolder import (
+    FollowerFolder,
     RunFolder,
     check_resume,
     fingerprint,
     io_error,
     no_checkpoint,
+    open_run_folder,
     write_fingerprint,
 )
 from typedpipe.pipeline.sources import split_indices
@@ -70,7 +72,7 @@ def train_run(
         epochs: overrides `[train] epochs`.
         max_steps: stop once the run has taken this many steps (a checkpoint is written).
         resume: continue from the newest checkpoint in `out`, exactly where it stopped.
-        devices: data-parallel devices (default 1).
+        devices: data-parallel devices (default 1; with several processes, all of theirs).
         callbacks: your own, run after typedpipe's (progress bars, early stopping).
         on_phase: told what the run is doing before training starts.
 
@@ -86,7 +88,8 @@ def train_run(
     """
     if epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    placement = Placement(devices=devices if devices is not None else 1)
+    # One device by default; every device of every process when there are several.
+    placement = Placement(devices=devices or (None if jax.process_count() > 1 else 1))
     on_phase("checking the pipeline and its data")
     source = config.source()
     survey = source.survey()
@@ -101,9 +104,9 @@ def train_run(
     steps_per_epoch = len(splits.train) // batch_size
     train = make_train(config, survey.label_spec.format, steps_per_epoch)
     key = jax.random.key(config.seed)
-    state = jax.jit(train.init_state)(key)
+    state = jax.jit(train.init_state, out_shardings=placement.replicated)(key)
 
-    folder = RunFolder(out, resume=resume)
+    folder = open_run_folder(out, resume=resume)
     try:
         folder.require_space(_checkpoint_bytes(state))
         return _train_in(
@@ -133,7 +136,7 @@ def _checkpoint_bytes(state) -> int:
 
 
 def _train_in(
-    folder: RunFolder,
+    folder: RunFolder | FollowerFolder,
     config,
     train,
     state,
@@ -149,6 +152,7 @@ def _train_in(
     on_phase,
 ) -> dict:
     work = folder.work
+    primary = isinstance(folder, RunFolder)  # of several processes, only the first writes
     current = fingerprint(config, survey.label_spec.format, len(records))
     history_path, metrics_path = work / "history.jsonl", work / "metrics.json"
     checkpoints = Checkpoints(work / "checkpoints")
@@ -167,9 +171,10 @@ def _train_in(
                 history = [h for h in lines if h["epoch"] <= done_epochs]
             if metrics_path.exists():
                 seconds_before = json.loads(metrics_path.read_text()).get("train_seconds") or 0.0
-        write_fingerprint(work, current)
-        write_atomic(work / "config.toml", config.to_toml())
-        record = History(history_path, history)
+        if primary:
+            write_fingerprint(work, current)
+            write_atomic(work / "config.toml", config.to_toml())
+        record = History(history_path if primary else None, history)
         guard = NumericGuard(
             train,
             max_consecutive=config.train.max_consecutive_skips,
@@ -199,7 +204,8 @@ def _train_in(
                 "train_seconds": seconds,
                 "steps": checkpoints.saved_step,
             }
-            write_atomic(metrics_path, json.dumps(unfinished, indent=2) + "\n")
+            if primary:
+                write_atomic(metrics_path, json.dumps(unfinished, indent=2) + "\n")
     except BaseException:
         checkpoints.close()
         raise
@@ -229,6 +235,8 @@ def _train_in(
         export_model(
             work / "model", config, state.params, state.rest, survey.spec, survey.class_names
         )
+    if not primary:
+        return metrics
     write_report(
         work / "report.png",
         record.lines,

@@ -20,6 +20,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from typedpipe.contracts import Diagnostic
 from typedpipe.contracts.errors import ContractError
 from typedpipe.files import write_atomic
@@ -160,6 +162,64 @@ class RunFolder:
     def close(self) -> None:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
+
+
+@dataclasses.dataclass
+class FollowerFolder:
+    """The run folder as a process other than the first sees it: it only reads there
+    and saves its part of each checkpoint; the first process writes everything else."""
+
+    out: Path
+    work: Path
+    staged: bool = False
+
+    def require_space(self, needed: int) -> None:
+        """Checked by the first process."""
+
+    def publish(self) -> None:
+        """Done by the first process."""
+
+    def close(self) -> None:
+        """Nothing is held."""
+
+
+def open_run_folder(out: Path, *, resume: bool) -> "RunFolder | FollowerFolder":
+    """The first process opens and locks the folder; the others follow its choice of
+    where to work (the folder, or `.next/` beside a finished run).
+
+    Raises:
+        RunFolderError: the first process could not use the folder (each process raises).
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        return RunFolder(out, resume=resume)
+    from jax.experimental import multihost_utils
+
+    folder, error, choice = None, None, 0
+    if jax.process_index() == 0:
+        try:
+            folder = RunFolder(out, resume=resume)
+            choice = 1 if folder.staged else 0
+        except RunFolderError as err:
+            error, choice = err, 2
+    choice = int(multihost_utils.broadcast_one_to_all(np.int32(choice)))
+    if error is not None:
+        raise error
+    if choice == 2:
+        raise RunFolderError(
+            Diagnostic(
+                "io.write",
+                f"process 0 could not open the run folder {out}",
+                stage="run folder",
+                expected="a run folder process 0 can lock and write",
+                got="refused by process 0",
+                hint="see process 0's output for the reason and its fix",
+            )
+        )
+    if folder is not None:
+        return folder
+    return FollowerFolder(out, out / _NEXT if choice == 1 else out, staged=choice == 1)
 
 
 def _holds_checkpoint(folder: Path) -> bool:

@@ -119,7 +119,7 @@ def _step_faults(
 
 def device_memory() -> tuple[int, str]:
     """Bytes one device can hold, and what they are: accelerator memory, else host RAM."""
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # memory statistics are only known for this process's own
     stats = device.memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"]), f"{device.device_kind} memory"

@@ -68,15 +68,19 @@ def batches(
 
     index, count = shard or (jax.process_index(), jax.process_count())
     per_process = batch_size // count
-    train = shuffle_seed is not None
     dataset = grain.MapDataset.source(np.asarray(indices))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(seed=epoch_seed(shuffle_seed, epoch))
-    dataset = dataset[index::count].batch(per_process, drop_remainder=train)[skip:]
+    # Each process takes its rows of every global batch, so that the global batch is
+    # the same, in the same order, on any number of processes.
+    mine = slice(index * per_process, (index + 1) * per_process)
+    dataset = dataset.batch(batch_size, drop_remainder=shuffle_seed is not None)[skip:]
+    filler = np.asarray(indices[:1])  # pads a short batch; its rows are masked out
 
-    def read(chosen: np.ndarray) -> Batch:
+    def read(batch_indices: np.ndarray) -> Batch:
+        chosen = batch_indices[mine]
         real = len(chosen)
-        padded = np.concatenate([chosen, np.repeat(chosen[:1], per_process - real)])
+        padded = np.concatenate([chosen, np.repeat(filler, per_process - real)])
         images, labels = read_batch(records, padded)
         return Batch(images, labels, np.arange(per_process) < real)
 

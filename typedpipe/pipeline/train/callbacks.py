@@ -50,7 +50,8 @@ class NumericGuard(Callback):
         consecutive = int(loop.state.consecutive_skips)
         if skipped == 0 or not (self.stop_at_first or consecutive > self.max_consecutive):
             return
-        model = self.train.model(loop.state)
+        # On the host: a state replicated over several processes cannot run eagerly.
+        model = self.train.model(jax.device_get(loop.state))
         culprits = [
             first_nonfinite_layer(model, jnp.asarray(b.images), self.train.preprocess)
             for b in self.recent
@@ -83,15 +84,17 @@ def first_nonfinite_layer(model: Classifier, images: jax.Array, preprocess: Prep
 
 
 class History(Callback):
-    """`history.jsonl`: one line per finished epoch, rewritten atomically after each."""
+    """`history.jsonl`: one line per finished epoch, rewritten atomically after each
+    (kept in memory only, without a path)."""
 
-    def __init__(self, path: Path, previous: list[dict] | None = None):
+    def __init__(self, path: Path | None, previous: list[dict] | None = None):
         self.path, self.lines = path, list(previous or [])
 
     def on_epoch_end(self, loop: Loop, stats: EpochStats) -> None:
         self.lines = [h for h in self.lines if h["epoch"] < stats.epoch]
         self.lines.append(dataclasses.asdict(stats))
-        write_atomic(self.path, "".join(json.dumps(h) + "\n" for h in self.lines))
+        if self.path is not None:
+            write_atomic(self.path, "".join(json.dumps(h) + "\n" for h in self.lines))
 
 
 class Checkpointing(Callback):

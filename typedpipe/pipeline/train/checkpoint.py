@@ -36,6 +36,8 @@ class Checkpoints:
         self.manager.save(step, args=self._ocp.args.StandardSave(state))
         failpoint("checkpoint")
         self.manager.wait_until_finished()
+        if jax.process_index() != 0:  # every process saves its part; the first one writes the rest
+            return
         write_atomic(self._manifest(step), json.dumps(checksums(self._step_dir(step)), indent=1))
         kept = {self._manifest(s) for s in self.manager.all_steps()}
         for stale in self.directory.glob("*.sha256.json"):

@@ -161,8 +161,9 @@ def fit(
     total = (
         steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     )
-    step_fn = jax.jit(train.train_step, donate_argnums=0)
-    eval_fn = jax.jit(train.eval_step)
+    # Replicated results: every process can read the state and the metrics.
+    step_fn = jax.jit(train.train_step, donate_argnums=0, out_shardings=placement.replicated)
+    eval_fn = jax.jit(train.eval_step, out_shardings=placement.replicated)
     state = placement.replicate(state)
     start = int(state.step)
     loop = Loop(state, start, start // max(steps_per_epoch, 1), steps_per_epoch, total, batch_size)
@@ -242,7 +243,7 @@ def evaluate(
     A split without records has no accuracy and no loss: both are None.
     """
     placement = placement or Placement(devices=1)
-    eval_fn = eval_fn or jax.jit(train.eval_step)
+    eval_fn = eval_fn or jax.jit(train.eval_step, out_shardings=placement.replicated)
     predictions, loss_sum, correct = [], 0.0, 0
     for batch in batches(records, indices, batch_size, shard=(0, 1)):
         out = jax.device_get(eval_fn(state, placement.put(batch, process_local=False)))

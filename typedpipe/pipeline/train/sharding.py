@@ -1,4 +1,9 @@
-"""Data parallelism with jax.sharding: batches split over a 1-D `data` mesh, state replicated."""
+"""Data parallelism with jax.sharding: batches split over a 1-D `data` mesh, state replicated.
+
+Across several processes (hosts) the mesh spans every process's devices; each
+process reads its own share of every batch and hands it to
+`jax.make_array_from_process_local_data`.
+"""
 
 import jax
 import numpy as np
@@ -19,6 +24,19 @@ class Placement:
     def __init__(self, devices: int | None = None):
         available = jax.devices()
         count = devices or len(available)
+        if jax.process_count() > 1 and count != len(available):
+            # A mesh over some processes' devices only would leave the others idle.
+            raise ConfigError(
+                Diagnostic(
+                    "config.value",
+                    f"--devices {count}: {jax.process_count()} processes train on all "
+                    f"{len(available)} devices together",
+                    stage="devices",
+                    expected=str(len(available)),
+                    got=str(count),
+                    hint="drop --devices when training on several processes",
+                )
+            )
         if not 1 <= count <= len(available):
             raise ConfigError(
                 Diagnostic(
@@ -43,13 +61,40 @@ class Placement:
         """A host batch onto the devices, its batch axis split over the mesh.
 
         With `process_local`, each process holds its own share of the global
-        batch (as the loader shards it); otherwise every process holds all of it.
+        batch (as the loader shards it); otherwise every process holds all of it
+        and hands each of its devices the rows that device owns.
         """
-        if not process_local:
-            return jax.device_put(tree, self.batch_sharding)
+        if process_local:
+            return jax.tree.map(
+                lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf), tree
+            )
         return jax.tree.map(
-            lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf), tree
+            lambda leaf: jax.make_array_from_callback(
+                leaf.shape, self.batch_sharding, lambda index: leaf[index]
+            ),
+            tree,
         )
 
     def replicate(self, tree):
-        return jax.device_put(tree, self.replicated)
+        """A copy of `tree` on every device of the mesh (of every process)."""
+        return jax.jit(lambda t: t, out_shardings=self.replicated)(tree)
+
+
+def join_cluster(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
+    """Join the other processes of a run through `jax.distributed`, before any JAX work.
+
+    With a coordinator, as the flags say; without, JAX's own cluster detection
+    (SLURM, Open MPI, TPU pods, Kubernetes) decides, and where it finds no
+    cluster this is one process on its own.
+    """
+    # CPU devices of several processes talk through gloo (GPUs and TPUs use their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator is not None:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+        return
+    try:
+        jax.distributed.initialize()
+    except ValueError:  # "coordinator_address should be defined": no cluster found
+        return
