@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import contract_overhead, folder_check, import_time
+from benchmarks import contract_overhead, folder_check, import_time, streaming
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -26,6 +26,7 @@ def main() -> int:
         "contract_overhead": contract_overhead.run(),
         "folder_check": folder_check.run(),
         "import_time": import_time.run(),
+        "streaming": streaming.run(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{re.sub(r'[^A-Za-z0-9.]+', '-', kind).strip('-').lower()}.json"
