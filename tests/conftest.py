@@ -9,6 +9,7 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
+import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -23,3 +24,36 @@ def run(request):
         return jax.jit(fn)(*args) if request.param == "jit" else fn(*args)
 
     return call
+
+
+def as_numpy(tree):
+    """Every leaf of a pytree as a NumPy array (PRNG keys as their data): comparable bit by bit."""
+
+    def leaf_of(leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return np.asarray(jax.random.key_data(leaf))
+        return np.asarray(leaf)
+
+    return jax.tree.map(leaf_of, tree)
+
+
+@pytest.fixture
+def newest_checkpoint():
+    """`restore(run_folder, config, steps_per_epoch)`: the step and state (as NumPy) of a
+    run's newest checkpoint."""
+    from typedpipe import make_train
+    from typedpipe.pipeline.train.checkpoint import Checkpoints
+
+    def restore(run, config, steps_per_epoch):
+        like = jax.jit(make_train(config, "int", steps_per_epoch).init_state)(jax.random.key(0))
+        with Checkpoints(run / "checkpoints") as checkpoints:
+            step = checkpoints.latest_step()
+            return step, as_numpy(checkpoints.restore(step, like=like))
+
+    return restore
+
+
+@pytest.fixture
+def numpy_tree():
+    """`as_numpy`, for tests."""
+    return as_numpy

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from typedpipe import make_train, parse_config, train_run
+from typedpipe import parse_config, train_run
 from typedpipe.contracts import ContractError
 from typedpipe.pipeline.runfolder import RunFolder, RunFolderError
 from typedpipe.pipeline.train.checkpoint import Checkpoints
@@ -66,25 +66,6 @@ def train_cli(*args: str, failpoint: str | None = None, timeout: float = 120):
     )
 
 
-def final_state(run: Path):
-    """The newest checkpoint of a run, every leaf as plain numbers (keys as their data)."""
-    config = parse_config(CONFIG)
-    like = jax.jit(make_train(config, "int", STEPS_PER_EPOCH).init_state)(jax.random.key(0))
-    checkpoints = Checkpoints(run / "checkpoints")
-    try:
-        step = checkpoints.latest_step()
-        state = checkpoints.restore(step, like=like)
-    finally:
-        checkpoints.close()
-
-    def plain(leaf):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            return np.asarray(jax.random.key_data(leaf))
-        return np.asarray(leaf)
-
-    return step, jax.tree.map(plain, state)
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("whole")
@@ -102,7 +83,9 @@ def uninterrupted(tmp_path_factory):
         "write-contract.json:1",  # mid-export
     ],
 )
-def test_killed_anywhere_then_resumed_is_bit_identical(tmp_path, uninterrupted, failpoint):
+def test_killed_anywhere_then_resumed_is_bit_identical(
+    tmp_path, uninterrupted, failpoint, newest_checkpoint
+):
     whole, whole_metrics = uninterrupted
     config, run = str(config_file(tmp_path)), str(tmp_path / "run")
     killed = train_cli(config, "--out", run, failpoint=failpoint)
@@ -112,8 +95,9 @@ def test_killed_anywhere_then_resumed_is_bit_identical(tmp_path, uninterrupted, 
     metrics = json.loads(resumed.stdout)["metrics"]
     assert metrics["steps"] == whole_metrics["steps"] == 2 * STEPS_PER_EPOCH
     assert metrics["test_loss"] == whole_metrics["test_loss"]
-    step, expected = final_state(whole)
-    resumed_step, got = final_state(tmp_path / "run")
+    config = parse_config(CONFIG)
+    step, expected = newest_checkpoint(whole, config, STEPS_PER_EPOCH)
+    resumed_step, got = newest_checkpoint(tmp_path / "run", config, STEPS_PER_EPOCH)
     assert resumed_step == step
     jax.tree.map(np.testing.assert_array_equal, got, expected)
     lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()

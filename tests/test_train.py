@@ -91,33 +91,7 @@ def augmented_config(epochs: int):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
-def restored_state(run, config):
-    """The newest checkpoint of `run`, every leaf as plain numbers (keys as their data)."""
-    from typedpipe.pipeline.train.checkpoint import Checkpoints
-
-    like = jax.jit(make_train(config, "int", 19).init_state)(jax.random.key(0))
-    checkpoints = Checkpoints(run / "checkpoints")
-    try:
-        step = checkpoints.latest_step()
-        state = checkpoints.restore(step, like=like)
-    finally:
-        checkpoints.close()
-
-    return step, plain(state)
-
-
-def plain(tree):
-    """Every leaf as a NumPy array; PRNG keys as their data."""
-
-    def leaf_of(leaf):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            return np.asarray(jax.random.key_data(leaf))
-        return np.asarray(leaf)
-
-    return jax.tree.map(leaf_of, tree)
-
-
-def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path):
+def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path, newest_checkpoint):
     """Augmentations and the data order are keyed by the step: stopping changes nothing."""
     config = augmented_config(epochs=2)
     whole = train_run(config, tmp_path / "whole")
@@ -127,8 +101,8 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path):
     assert resumed["steps"] == whole["steps"] == 38 and resumed["epochs"] == 2
     assert resumed["test_loss"] == whole["test_loss"]
     assert resumed["train_seconds"] > stopped["train_seconds"]  # the whole run is counted
-    step, expected = restored_state(tmp_path / "whole", config)
-    resumed_step, got = restored_state(tmp_path / "parts", config)
+    step, expected = newest_checkpoint(tmp_path / "whole", config, 19)
+    resumed_step, got = newest_checkpoint(tmp_path / "parts", config, 19)
     assert resumed_step == step == 38
     jax.tree.map(np.testing.assert_array_equal, got, expected)  # weights, optimizer, RNG: all
 
@@ -239,7 +213,7 @@ def test_a_callback_stops_training_after_n_steps(tmp_path):
     assert (tmp_path / "model" / "contract.json").is_file()
 
 
-def test_the_train_step_is_pure_and_keyed_by_the_step():
+def test_the_train_step_is_pure_and_keyed_by_the_step(numpy_tree):
     """Same state, same batch, same base key: the same new state, every time."""
     config = augmented_config(epochs=1)
     train = make_train(config, "int", steps_per_epoch=10)
@@ -251,7 +225,7 @@ def test_the_train_step_is_pure_and_keyed_by_the_step():
     step = jax.jit(train.train_step)
     first, _ = step(state, batch, jax.random.key(1))
     again, _ = step(state, batch, jax.random.key(1))
-    jax.tree.map(np.testing.assert_array_equal, plain(first), plain(again))
+    jax.tree.map(np.testing.assert_array_equal, numpy_tree(first), numpy_tree(again))
     assert int(first.step) == 1 and int(state.step) == 0
 
 

@@ -29,12 +29,13 @@ from typedpipe.pipeline.runfolder import (
     open_run_folder,
     write_fingerprint,
 )
-from typedpipe.pipeline.sources import split_indices
+from typedpipe.pipeline.sources import RecordSource, Splits, Survey, split_indices
 from typedpipe.pipeline.train.callbacks import Checkpointing, History, NumericGuard
 from typedpipe.pipeline.train.checkpoint import Checkpoints
 from typedpipe.pipeline.train.loop import Callback, evaluate, fit
 from typedpipe.pipeline.train.sharding import Placement
-from typedpipe.pipeline.train.step import make_train
+from typedpipe.pipeline.train.state import TrainState
+from typedpipe.pipeline.train.step import Train, make_train
 
 #: The keys of metrics.json; an unfinished run has them all, null but for the time and steps.
 METRICS = (
@@ -106,19 +107,14 @@ def train_run(
     key = jax.random.key(config.seed)
     state = jax.jit(train.init_state, out_shardings=placement.replicated)(key)
 
+    run = Run(config, train, key, records, survey, splits, placement)
     folder = open_run_folder(out, resume=resume)
     try:
         folder.require_space(_checkpoint_bytes(state))
         return _train_in(
             folder,
-            config,
-            train,
+            run,
             state,
-            key,
-            records,
-            survey,
-            splits,
-            placement,
             resume=resume,
             max_steps=max_steps,
             callbacks=callbacks,
@@ -135,22 +131,31 @@ def _checkpoint_bytes(state) -> int:
     return 3 * sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a checked run trains on: the config, its functions, its data and devices."""
+
+    config: Config
+    train: Train
+    key: jax.Array
+    records: RecordSource
+    survey: Survey
+    splits: Splits
+    placement: Placement
+
+
 def _train_in(
     folder: RunFolder | FollowerFolder,
-    config,
-    train,
-    state,
-    key,
-    records,
-    survey,
-    splits,
-    placement,
+    run: Run,
+    state: TrainState,
     *,
-    resume,
-    max_steps,
-    callbacks,
-    on_phase,
+    resume: bool,
+    max_steps: int | None,
+    callbacks: Sequence[Callback],
+    on_phase: Callable[[str], None],
 ) -> dict:
+    config, train, key, records = run.config, run.train, run.key, run.records
+    survey, splits, placement = run.survey, run.splits, run.placement
     work = folder.work
     primary = isinstance(folder, RunFolder)  # of several processes, only the first writes
     current = fingerprint(config, survey.label_spec.format, len(records))

@@ -89,12 +89,15 @@ def join_cluster(
     (SLURM, Open MPI, TPU pods, Kubernetes) decides, and where it finds no
     cluster this is one process on its own.
     """
-    # CPU devices of several processes talk through gloo (GPUs and TPUs use their own).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator is not None:
+        # CPU devices of several processes talk through gloo (GPUs and TPUs use their own).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator, num_processes, process_id)
         return
     try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize()
     except ValueError:  # "coordinator_address should be defined": no cluster found
+        return
+    except RuntimeError:  # JAX already runs in this process (a library caller): on its own
         return
