@@ -242,10 +242,11 @@ def data_too_few(broken, tmp):
     return folder(tmp, per_class=(10, 10, 1 if broken else 10))
 
 
-def memory_exceeds(broken, tmp, batch_size=65536):
+def memory_exceeds(broken, tmp, batch_size=1024):
+    # The data fits in host memory (1.2 GB); the step for a batch of 1024 does not.
     return {
-        "data": {"source": "synthetic", "num_samples": 200_000},
-        "model": {"name": "small_cnn", "input": [512, 512, 3], "num_classes": 10},
+        "data": {"source": "synthetic", "num_samples": 1500},
+        "model": {"name": "small_cnn", "input": [256, 256, 3], "num_classes": 10},
         "train": {"batch_size": batch_size},
     }
 
@@ -318,7 +319,7 @@ def test_memory_hint_names_a_batch_size_that_then_passes(tmp_path, capsys):
     (diagnostic,) = result["diagnostics"]
     assert "GiB" in diagnostic["message"]
     suggested = int(re.search(r"batch_size = (\d+)", diagnostic["hint"]).group(1))
-    assert 1 <= suggested < 65536
+    assert 1 <= suggested < 1024
     exit_code, result = check(capsys, tmp_path, memory_exceeds(False, tmp_path, suggested))
     assert result == {"ok": True, "diagnostics": []}
     assert exit_code == EXIT_OK

@@ -151,7 +151,8 @@ def test_imagefolder_decode_settings_convert_mode_and_size(tmp_path):
         'size = [5, 6]\nlabels = "onehot"\n'
     )
     survey = config.source().survey()
-    assert survey.diagnostics == ()
+    # Colour dropped on request: said as a warning, never an error.
+    assert [(d.code, d.severity) for d in survey.diagnostics] == [("data.lossy", "warning")]
     assert (survey.spec.height, survey.spec.width, survey.spec.channels) == (5, 6, 1)
     data = load(config, survey)
     assert data.images.shape == (9, 5, 6, 1)

@@ -1,6 +1,7 @@
 """Diagnostics: every fault typedpipe reports, with a stable code and a fix."""
 
 import dataclasses
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ CODES: dict[str, str] = {
     "memory.exceeds": "the compiled step needs more memory than the device has",
     "data.empty": "no images",
     "data.corrupt": "an unreadable file",
-    "data.too_large": "an image too large to decode safely (pixel bomb)",
+    "data.too_large": "an image or archive member too large to decode safely (pixel or zip bomb)",
     "data.size_mixed": "files of differing size without a decode size",
     "data.mode_mixed": "files of differing colour mode without a decode mode",
     "data.mismatch": "images and labels differ in number",
@@ -42,10 +43,41 @@ CODES: dict[str, str] = {
     "io.write": "the run folder cannot be written (read-only, permission, disk full)",
     "bundle.version": "a model bundle of a format or version this typedpipe cannot read",
     "bundle.corrupt": "a model bundle file is missing or differs from its checksum",
+    "memory.host": "data held in host memory would exceed the share of RAM it may use",
+    "data.permission": "a file or folder that may not be read (permission denied)",
+    "data.link": "a symbolic link that is dangling or loops",
+    "data.special": "an image-named entry that is not a regular file (FIFO, socket, device)",
+    "data.lossy": "a decode setting throws information away (colour, alpha or bit depth)",
 }
 
 #: How many offending files or indices a diagnostic carries.
 MAX_ITEMS = 20
+
+# Characters a terminal acts on instead of showing: controls (ESC starts an ANSI
+# sequence), format characters (bidirectional overrides, zero-width), surrogates,
+# unassigned code points, line and paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
+
+
+def visible(text: str, *, newlines: bool = False) -> str:
+    r"""`text` with every character a terminal would act on shown as its escape, as `repr` does.
+
+    Text from files (class and file names, a bundle's contract, config strings)
+    goes through this before any terminal or table shows it. `newlines` keeps
+    line breaks (our own messages use them); a file name's are escaped.
+
+    Example:
+        >>> print(visible("cat\x1b[2J\u202e.png"))
+        cat\x1b[2J\u202e.png
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if (ch == "\n" and newlines) or unicodedata.category(ch) not in _HIDDEN
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,17 +117,18 @@ class Diagnostic:
         return dataclasses.asdict(self) | {"items": list(self.items)}
 
     def __str__(self) -> str:
-        where = f" in {self.stage}" if self.stage else ""
-        lines = [f"[{self.code}]{where}: {self.message}"]
+        # An exception's message reaches terminals too: file names are escaped here.
+        where = f" in {visible(self.stage)}" if self.stage else ""
+        lines = [f"[{self.code}]{where}: {visible(self.message, newlines=True)}"]
         if self.expected or self.got:
-            lines.append(f"  expected: {self.expected}")
-            lines.append(f"  got:      {self.got}")
+            lines.append(f"  expected: {visible(self.expected, newlines=True)}")
+            lines.append(f"  got:      {visible(self.got, newlines=True)}")
         if self.items:
             more = self.total_items - len(self.items)
-            listed = ", ".join(self.items) + (f" ... and {more} more" if more else "")
+            listed = ", ".join(map(visible, self.items)) + (f" ... and {more} more" if more else "")
             lines.append(f"  items:    {listed}")
         if self.hint:
-            lines.append(f"  fix:      {self.hint}")
+            lines.append(f"  fix:      {visible(self.hint, newlines=True)}")
         return "\n".join(lines)
 
 

@@ -8,6 +8,10 @@ LabelFormat = Literal["int", "onehot"]
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
+#: The most classes a model head (and so a label) may have: class names, one-hot
+#: rows and the head are sized from it, so a label id past it is no class id.
+MAX_CLASSES = 100_000
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageSpec:

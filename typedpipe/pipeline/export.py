@@ -21,21 +21,34 @@ image is a diagnostic, not a wrong answer.
 import dataclasses
 import inspect
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from beartype.vale import Is
 from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
-from typedpipe.contracts import Accepts, ContractError, Diagnostic, ImageSpec, compare
+from typedpipe.contracts import (
+    Accepts,
+    ConfigError,
+    ContractError,
+    Diagnostic,
+    ImageSpec,
+    compare,
+)
+from typedpipe.contracts.keys import dataclass_schema, validate
 from typedpipe.files import checksums, sha256, write_atomic
 from typedpipe.models import MODELS, Classifier, build_model, split_params, validate_entry
 from typedpipe.models.layers import LAYERS
+from typedpipe.pipeline.check.preflight import compiled_bytes, device_memory
 from typedpipe.pipeline.config import Config, parse_config
+from typedpipe.pipeline.sources.decode import IMAGE_SUFFIXES, find_images, pixel_limit
+from typedpipe.pipeline.sources.memory import budget, over_budget, size_text
 from typedpipe.pipeline.stages import Preprocess
 from typedpipe.pipeline.train.losses import loss_for
 
@@ -55,6 +68,12 @@ PLATFORMS = ("cpu", "cuda", "tpu")
 
 #: How many of the most likely classes a prediction lists.
 TOP = 3
+
+#: A contract.json larger than this is no contract typedpipe wrote.
+MAX_CONTRACT_BYTES = 16 * 2**20
+
+# Leave this share of device memory to the runtime (as the training preflight does).
+_HEADROOM = 0.9
 
 Weights = dict[str, nnx.State]
 
@@ -287,10 +306,13 @@ def read_contract(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     retrain = "train the run again (typedpipe train CONFIG --out RUN_DIR) to export it anew"
     try:
-        contract = json.loads((directory / CONTRACT).read_text())
+        size = (directory / CONTRACT).stat().st_size
+        if size > MAX_CONTRACT_BYTES:
+            raise ValueError(f"it is {size_text(size)}, more than {size_text(MAX_CONTRACT_BYTES)}")
+        contract = json.loads((directory / CONTRACT).read_text(encoding="utf-8"))
         if not isinstance(contract, dict):
             raise ValueError("it is not a JSON object")
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise _bundle_fault(
             "bundle.corrupt",
             directory,
@@ -315,6 +337,9 @@ def read_contract(directory: Path) -> dict[str, Any]:
         files = {ARTIFACT: None}  # a contract that lists nothing vouches for nothing
     faults = []
     for name, digest in files.items():
+        if not isinstance(digest, str | None) or not name:
+            faults.append(f"{name!r}: not a file name with a SHA-256")
+            continue
         path = directory / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             faults.append(f"{name}: outside the bundle")
@@ -333,6 +358,99 @@ def read_contract(directory: Path) -> dict[str, Any]:
             items=tuple(faults),
         )
     return contract
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+Side = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
+StoredDtype = Literal[
+    "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+    "float16", "float32", "float64",
+]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class _Input:
+    """The stored-image spec a contract's `input` must be: sizes under the pixel limit."""
+
+    height: Side
+    width: Side
+    channels: Annotated[int, Is[lambda n: 0 < n <= 4096], "an int in [1, 4096]"]
+    dtype: StoredDtype
+    value_range: tuple[float, float] | None
+    layout: Literal["nhwc"] = "nhwc"
+
+
+def _contract_fields(
+    contract: dict[str, Any], directory: Path
+) -> tuple[Config, ImageSpec, tuple[str, ...], tuple[str, ...]]:
+    """The config, input spec, class names and platforms of a contract, each validated:
+    a contract is data from a file, and a crafted one must be refused, not obeyed.
+
+    Raises:
+        ContractError: `bundle.corrupt`, listing every field that is not as typedpipe writes it.
+    """
+    faults: list[str] = []
+    config = None
+    text = contract.get("config")
+    if not isinstance(text, str):
+        faults.append("config: not the TOML text of a config")
+    else:
+        try:
+            config = parse_config(text, source="contract.json config")
+        except ConfigError as err:
+            faults.extend(f"config: {d.message}" for d in err.diagnostics)
+    spec = None
+    raw = contract.get("input")
+    if not isinstance(raw, dict):
+        faults.append("input: not a stored-image spec")
+    else:
+        values, found = validate(dataclass_schema(_Input), raw, where="input")
+        faults.extend(f"input: {d.message}" for d in found)
+        if not found:
+            spec = ImageSpec(**values)
+            if spec.height * spec.width > pixel_limit():
+                faults.append(
+                    f"input: {spec.height}x{spec.width} is more than {pixel_limit():,} pixels"
+                )
+    names = contract.get("class_names")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        faults.append("class_names: not a list of names")
+    elif config is not None and len(names) != config.model.num_classes:
+        faults.append(f"class_names: {len(names)} names for {config.model.num_classes} classes")
+    artifact = contract.get("artifact")
+    platforms = artifact.get("platforms") if isinstance(artifact, dict) else None
+    if not (isinstance(platforms, list) and all(isinstance(p, str) for p in platforms)):
+        faults.append("artifact.platforms: not a list of platform names")
+    if faults or config is None or spec is None:
+        raise _bundle_fault(
+            "bundle.corrupt",
+            directory,
+            f"{directory / CONTRACT} is not a contract typedpipe writes: {len(faults)} field(s) "
+            "are malformed or out of range",
+            expected="a contract written by typedpipe train",
+            got=faults[0] if faults else "malformed",
+            hint="train the run again (typedpipe train CONFIG --out RUN_DIR) to export it anew",
+            items=tuple(faults),
+        )
+    return config, spec, tuple(names), tuple(platforms)  # type: ignore[arg-type]
+
+
+def _refuse_large_weights(weights: Weights, directory: Path) -> None:
+    """Weights that would not fit in host memory, refused before the restore allocates them."""
+    need = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(weights))
+    if need > budget():
+        raise ContractError(
+            over_budget(
+                f"the weights of the model bundle {directory}",
+                need,
+                "serve the model on a host with more memory, or train a smaller one",
+                stage="model bundle",
+            )
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,28 +489,66 @@ class ExportedModel:
     def __init__(self, directory: str | Path):
         directory = Path(directory)
         self.contract = read_contract(directory)
-        self.config = parse_config(self.contract["config"])
-        spec = self.contract["input"]
-        self.spec = ImageSpec(
-            **{**spec, "value_range": spec["value_range"] and tuple(spec["value_range"])}
+        self.config, self.spec, self.class_names, self.platforms = _contract_fields(
+            self.contract, directory
         )
-        self.class_names = tuple(self.contract["class_names"])
-        self.platforms = tuple(self.contract["artifact"]["platforms"])
         graph, params, rest = split_params(_abstract_model(self.config))
+        weights = {"params": params, "rest": rest}
+        _refuse_large_weights(weights, directory)
         here = SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
-            {"params": params, "rest": rest},
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here), weights
         )
         import orbax.checkpoint as ocp
 
-        with _this_process_alone(ocp) as checkpointer:
-            self._weights = checkpointer.restore((directory / WEIGHTS).absolute(), target)
+        try:
+            with ocp.StandardCheckpointer() as checkpointer:
+                self._weights = checkpointer.restore((directory / WEIGHTS).absolute(), target)
+        except Exception as err:  # weights that do not fit the contract's model
+            raise _bundle_fault(
+                "bundle.corrupt",
+                directory,
+                f"the weights of {directory} do not restore into the model its contract "
+                f"describes: {type(err).__name__}",
+                expected="weights written with the contract",
+                got=_first_line(err),
+                hint="train the run again (typedpipe train CONFIG --out RUN_DIR) to export it anew",
+                items=(str(directory / WEIGHTS),),
+            ) from None
         forward = _forward(graph, Preprocess(self.config.preprocess))
         self._logits = jax.jit(forward)
         self._probabilities = jax.jit(
             lambda weights, images: jax.nn.softmax(forward(weights, images), axis=-1)
         )
+        self._compiled: dict[tuple[str, int], Any] = {}
+
+    def _run(self, which: Literal["logits", "probabilities"], images: np.ndarray) -> jax.Array:
+        """`which` on one batch, compiled once per batch size and refused (`memory.exceeds`)
+        where the compiled program needs more memory than the device has."""
+        key = (which, len(images))
+        if key not in self._compiled:
+            fn = self._logits if which == "logits" else self._probabilities
+            abstract = jax.ShapeDtypeStruct(images.shape, images.dtype)
+            compiled = fn.lower(self._weights, abstract).compile()
+            need = compiled_bytes(compiled) or 0
+            limit, where = device_memory()
+            if need > limit * _HEADROOM:
+                fits = max(1, int(len(images) * limit * _HEADROOM / need))
+                raise ContractError(
+                    Diagnostic(
+                        "memory.exceeds",
+                        f"the model needs {size_text(need)} for a batch of {len(images)} "
+                        f"{self.spec.describe()} images; {where} is {size_text(limit)}",
+                        stage="model bundle",
+                        expected=f"at most {size_text(limit * _HEADROOM)}",
+                        got=size_text(need),
+                        hint=f"pass fewer images at once (batch_size = {fits})"
+                        if len(images) > 1
+                        else "this model's input is too large for this device",
+                    )
+                )
+            self._compiled[key] = compiled
+        return self._compiled[key](self._weights, images)
 
     def check(self, images: np.ndarray) -> None:
         """Raise a ContractError unless `images` match the stored-image contract."""
@@ -437,9 +593,7 @@ class ExportedModel:
         return (
             np.concatenate(
                 [
-                    np.asarray(
-                        self._probabilities(self._weights, images[start : start + batch_size])
-                    )
+                    np.asarray(self._run("probabilities", images[start : start + batch_size]))
                     for start in range(0, len(images), batch_size)
                 ]
             )
@@ -452,14 +606,40 @@ class ExportedModel:
 
         Raises:
             ContractError: `data.corrupt` naming the file, when it cannot be decoded;
-                a `shape.*` or `dtype.input` code when it decodes off the contract.
+                `data.too_large` when it declares more pixels than `check` accepts;
+                `data.lossy` when its 16-bit pixels would saturate; a `shape.*` or
+                `dtype.input` code when it decodes off the contract.
         """
-        from typedpipe.pipeline.sources.decode import decode
+        from typedpipe.pipeline.sources.decode import Lossy, TooLarge, decode
 
         mode = {1: "gray", 3: "rgb"}.get(self.spec.channels, "keep")
         size = (self.spec.height, self.spec.width)
         try:
             image = decode(Path(path), mode, size)
+        except TooLarge as err:  # the limit check and training apply, before any decode
+            raise ContractError(
+                Diagnostic(
+                    "data.too_large",
+                    f"{path} declares {err}; refused before decoding",
+                    stage="input",
+                    expected=f"at most {pixel_limit():,} pixels",
+                    got="a possible pixel bomb",
+                    hint="shrink the image with a trusted tool first",
+                    items=(str(path),),
+                )
+            ) from None
+        except Lossy as err:
+            raise ContractError(
+                Diagnostic(
+                    "data.lossy",
+                    f"{path}: {err}",
+                    stage="input",
+                    expected=f"an image that decodes to {self.spec.describe()} without loss",
+                    got=str(err),
+                    hint="convert it to 8 bits per channel with a trusted tool first",
+                    items=(str(path),),
+                )
+            ) from None
         except Exception as err:  # any decode failure is reported with the file
             raise ContractError(
                 Diagnostic(
@@ -559,7 +739,7 @@ class ExportedModel:
         loss = loss_for("int", len(self.class_names))
         correct, loss_sum = 0, 0.0
         for start in range(0, len(images), 256):
-            logits = self._logits(self._weights, images[start : start + 256])
+            logits = self._run("logits", images[start : start + 256])
             ids = jnp.asarray(class_ids[start : start + 256], jnp.int32)
             correct += int((logits.argmax(-1) == ids).sum())
             loss_sum += float(loss(logits, ids).sum())
@@ -575,20 +755,24 @@ def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnosti
     """The files named, a folder replaced by every image file under it, sorted.
 
     Returns:
-        The files, and a `data.empty` diagnostic per folder that holds no image file.
+        The files, and a diagnostic per folder that holds no image file
+        (`data.empty`) and per entry that cannot be read as a file: a dangling or
+        looping link (`data.link`), no permission (`data.permission`), a FIFO or
+        device (`data.special`).
     """
-    from typedpipe.pipeline.sources.decode import IMAGE_SUFFIXES
-
     files: list[Path] = []
     faults: list[Diagnostic] = []
     for path in map(Path, paths):
         if not path.is_dir():
-            files.append(path)
+            if path.exists() and not path.is_file():  # a FIFO would block the decode
+                faults.append(_unusable_input(path, "data.special", "not a regular file"))
+            else:
+                files.append(path)
             continue
-        found = sorted(
-            p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
-        if not found:
+        found, unusable = find_images([path])
+        codes = {"link": "data.link", "permission": "data.permission", "special": "data.special"}
+        faults.extend(_unusable_input(u.path, codes[u.kind], u.why) for u in unusable)
+        if not found and not unusable:
             faults.append(
                 Diagnostic(
                     "data.empty",
@@ -602,3 +786,20 @@ def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnosti
             )
         files.extend(found)
     return files, faults
+
+
+def _unusable_input(path: Path, code: str, why: str) -> Diagnostic:
+    hints = {
+        "data.link": "restore the link's target, or remove the link",
+        "data.permission": "grant read access to it, or leave it out",
+        "data.special": "pass image files: a FIFO, socket or device is never an image",
+    }
+    return Diagnostic(
+        code,
+        f"{path}: {why}",
+        stage="input",
+        expected="a readable image file",
+        got=why,
+        hint=hints[code],
+        items=(str(path),),
+    )

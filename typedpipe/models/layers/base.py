@@ -46,6 +46,9 @@ for _name, _fn in (
 # parsed; a trailing string is how a message names the type, and a Registry in
 # the metadata means "a name registered there" (an unknown one gets "did you mean").
 PositiveInt = Annotated[int, Is[lambda n: n > 0], "an int > 0"]
+# A size a layer allocates from (features, kernel, stride, window): bounded, so that
+# no value overflows a shape or an abstract build.
+Size = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
 Rate = Annotated[float, Is[lambda r: 0.0 <= r < 1.0], "a number in [0, 1)"]
 Padding = typing.Literal["same", "valid"]
 Activation = Annotated[str, ACTIVATIONS]

@@ -11,9 +11,9 @@ from typedpipe.models.layers.base import (
     ACTIVATIONS,
     Activation,
     Layer,
-    PositiveInt,
     Rate,
     Shape,
+    Size,
     dims,
 )
 
@@ -44,7 +44,7 @@ class Dense(Layer):
     def __init__(
         self,
         in_features: int,
-        features: PositiveInt,
+        features: Size,
         activation: Activation = "none",
         use_bias: bool = True,
         *,

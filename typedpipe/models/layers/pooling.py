@@ -12,8 +12,8 @@ from typedpipe.contracts import contract
 from typedpipe.models.layers.base import (
     Layer,
     Padding,
-    PositiveInt,
     Shape,
+    Size,
     check_choice,
     out_expr,
     spatial_out,
@@ -27,8 +27,8 @@ class _Pool(Layer):
 
     def __init__(
         self,
-        window: PositiveInt = 2,
-        stride: PositiveInt | None = None,
+        window: Size = 2,
+        stride: Size | None = None,
         padding: Padding = "valid",
         *,
         name: str = "pool",

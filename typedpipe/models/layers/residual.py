@@ -7,7 +7,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from typedpipe.contracts import contract
-from typedpipe.models.layers.base import Layer, PositiveInt, Shape, out_expr
+from typedpipe.models.layers.base import Layer, Shape, Size, out_expr
 from typedpipe.models.layers.conv import Conv
 from typedpipe.models.layers.norm import BatchNorm
 
@@ -23,8 +23,8 @@ class Residual(Layer):
     def __init__(
         self,
         in_features: int,
-        features: PositiveInt,
-        stride: PositiveInt = 1,
+        features: Size,
+        stride: Size = 1,
         *,
         name: str = "residual",
         rngs: nnx.Rngs,

@@ -8,6 +8,8 @@ that is sound, the full train step traced and compiled on shapes alone
 (`preflight`) for what is left, including memory.
 """
 
+import math
+
 import numpy as np
 from flax import nnx
 
@@ -24,7 +26,12 @@ from typedpipe.models import build_model
 from typedpipe.pipeline.check.preflight import check_step
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Survey, split_indices
+from typedpipe.pipeline.sources.loader import PREFETCH
+from typedpipe.pipeline.sources.memory import budget, over_budget, size_text
 from typedpipe.pipeline.stages import Preprocess
+
+# The step counter is an int32: a run never takes this many steps.
+_MAX_STEPS = 2**31 - 1
 
 # Values may exceed input_range by this share of its width before it is an
 # error: bilinear resampling and float rounding are not faults.
@@ -47,6 +54,7 @@ def check_pipeline(
         diagnostics.extend(check_labels(config, survey))
         diagnostics.extend(check_batching(config, survey.class_ids, devices))
     if survey.spec is not None:
+        diagnostics.extend(check_host_batch(config, survey.spec))
         try:
             spec = Preprocess(config.preprocess).in_spec(survey.spec)
         except ContractError as err:
@@ -209,6 +217,19 @@ def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Di
                 hint=f"batch_size = {min(64, len(train))}",
             )
         )
+    steps = len(train) // batch_size
+    if steps and config.train.epochs * steps > _MAX_STEPS:
+        found.append(
+            Diagnostic(
+                "config.value",
+                f"{config.train.epochs} epochs of {steps} steps are more steps than a run "
+                f"counts ({_MAX_STEPS:,})",
+                stage="[train]",
+                expected=f"epochs * {steps} steps <= {_MAX_STEPS:,}",
+                got=f"epochs = {config.train.epochs}",
+                hint=f"epochs = {_MAX_STEPS // steps}",
+            )
+        )
     if batch_size % devices:
         found.append(
             Diagnostic(
@@ -221,6 +242,39 @@ def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Di
             )
         )
     return found
+
+
+def check_host_batch(config: Config, spec: ImageSpec) -> list[Diagnostic]:
+    """The batches the loader holds in host memory (the one in use and those read ahead),
+    against the host's memory: a lower bound, checked before any is read."""
+    batch_size = config.train.batch_size
+    image = math.prod(spec.shape) * _itemsize(spec.dtype)
+    held = PREFETCH + 1
+    need = batch_size * image * held
+    if need <= budget():
+        return []
+    fits = budget() // (image * held)
+    hint = (
+        f"batch_size = {2 ** int(math.log2(fits))} under [train] (the largest power of two "
+        "that fits)"
+        if fits >= 1
+        else "even one image does not fit: decode smaller images (size = [h, w] under [data])"
+    )
+    return [
+        over_budget(
+            f"{held} batches of {batch_size} {spec.describe()} images ({size_text(image)} each)",
+            need,
+            hint,
+            stage="[train]",
+        )
+    ]
+
+
+def _itemsize(dtype: str) -> int:
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:  # a dtype NumPy does not name (bfloat16): as wide as float32 at most
+        return 4
 
 
 def errors(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

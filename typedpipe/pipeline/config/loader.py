@@ -6,6 +6,7 @@ op, layer type, model, source or optimizer lists the registered names. Stage and
 layer entries are validated here, so a typo never waits for the first trace.
 """
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -207,13 +208,13 @@ def _cross_checks(data: DataConfig, model: ModelConfig, locate: _Locator) -> lis
     """Rules over several values, which no single annotation can state."""
     found = []
     low, high = model.input_range
-    if not low < high:
+    if not (low < high and math.isfinite(high - low)):
         found.append(
             config_value(
                 f"{locate('model', 'input_range')}: [model] input_range must be [low, high] "
-                "with low < high",
+                "with low < high (and a finite width)",
                 stage="[model]",
-                expected="[low, high] with low < high",
+                expected="[low, high] with low < high, high - low finite",
                 got=f"input_range = {list(model.input_range)}",
                 hint="input_range = [0.0, 1.0]",
             )

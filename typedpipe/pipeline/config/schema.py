@@ -11,15 +11,31 @@ from typing import Annotated, Any, Literal
 
 from beartype.vale import Is
 
+from typedpipe.contracts.specs import MAX_CLASSES
 from typedpipe.models import MODELS
 from typedpipe.pipeline.sources import SOURCES, Source, SourceContext
+from typedpipe.pipeline.sources.decode import pixel_limit
 from typedpipe.pipeline.stages import Stage
 from typedpipe.pipeline.train.optimizers import OPTIMIZERS
 
 Fraction = Annotated[float, Is[lambda f: 0.0 <= f < 1.0], "a number in [0, 1)"]
 Positive = Annotated[float, Is[lambda x: x > 0], "a number > 0"]
-PositiveInt = Annotated[int, Is[lambda n: n > 0], "an int > 0"]
 Seed = Annotated[int, Is[lambda n: 0 <= n < 2**32], "an int in [0, 2**32)"]
+# Upper bounds keep every size that allocates (arrays, class names, step counters)
+# far from overflow and out-of-memory, before anything runs.
+Epochs = Annotated[int, Is[lambda n: 0 < n <= 1_000_000], "an int in [1, 1000000]"]
+BatchSize = Annotated[int, Is[lambda n: 0 < n <= 2**20], "an int in [1, 1048576]"]
+Skips = Annotated[int, Is[lambda n: 0 < n <= 1_000_000], "an int in [1, 1000000]"]
+Classes = Annotated[int, Is[lambda n: 2 <= n <= MAX_CLASSES], f"an int in [2, {MAX_CLASSES}]"]
+Side = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
+Channels = Annotated[int, Is[lambda n: 0 < n <= 4096], "an int in [1, 4096]"]
+# The model's input is held to the same pixel limit as the files decoded for it.
+ModelInput = Annotated[
+    tuple[Side, Side, Channels],
+    Is[lambda s: s[0] * s[1] <= pixel_limit()],
+    "[height, width, channels]: each >= 1, channels <= 4096, "
+    "height * width <= 89478485 (Pillow's pixel limit)",
+]
 # A run folder is `runs/<name>`: a plain name can never point outside it.
 PlainName = Annotated[
     str,
@@ -51,9 +67,9 @@ class ModelConfig:
     """`[model]`: the architecture and the input contract it is built for."""
 
     name: Annotated[str, MODELS] = "small_cnn"
-    input: tuple[PositiveInt, PositiveInt, PositiveInt] = (8, 8, 1)
+    input: ModelInput = (8, 8, 1)
     input_range: tuple[float, float] = (0.0, 1.0)
-    num_classes: Annotated[int, Is[lambda n: n >= 2], "an int >= 2"] = 10
+    num_classes: Classes = 10
     layers: tuple[dict[str, Any], ...] = ()
 
 
@@ -61,8 +77,8 @@ class ModelConfig:
 class TrainConfig:
     """`[train]`: optimisation, precision and the numeric guard."""
 
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
+    epochs: Epochs = 10
+    batch_size: BatchSize = 64
     optimizer: Annotated[str, OPTIMIZERS] = "adam"
     learning_rate: Positive = 1e-3
     schedule: Literal["constant", "cosine"] = "cosine"
@@ -71,7 +87,7 @@ class TrainConfig:
     precision: Literal["float32", "bfloat16", "float16"] = "float32"
     clip_global_norm: Positive | None = 1.0
     on_nonfinite: Literal["skip", "stop"] = "skip"
-    max_consecutive_skips: PositiveInt = 20
+    max_consecutive_skips: Skips = 20
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,10 @@
-"""Host-side audits of stored arrays, before any device sees them: their spec, NaN/inf pixels."""
+"""Host-side audits of stored arrays, before any device sees them: their spec, NaN/inf pixels.
 
-from collections.abc import Sequence
+Each audit reads the array a block of images at a time, so that it needs a few
+megabytes beside the data, never a copy of it.
+"""
+
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -25,14 +29,45 @@ def spec_of(images: np.ndarray) -> ImageSpec:
     else:
         height, width, channels = images.shape[1:4] if images.ndim == 4 else (*images.shape[1:], 1)
         layout = "nhwc"
+    return ImageSpec(height, width, channels, str(images.dtype), value_range(images), layout)
+
+
+# Elements an audit reads at once: 4 MiB of float32.
+_BLOCK = 1 << 20
+
+
+def _blocks(images: np.ndarray) -> Iterator[np.ndarray]:
+    """`images` flattened per image, a few images at a time (views, not copies)."""
+    rows = max(1, _BLOCK // max(1, images[0].size)) if len(images) else 1
+    for start in range(0, len(images), rows):
+        yield images[start : start + rows].reshape(len(images[start : start + rows]), -1)
+
+
+def value_range(images: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of the finite values of `images`; None where there is none.
+
+    Example:
+        >>> value_range(np.array([[1.0, np.nan], [-2.0, np.inf]]))
+        (-2.0, 1.0)
+    """
     if images.size == 0:
-        value_range = None
-    elif np.issubdtype(images.dtype, np.floating):
-        finite = images[np.isfinite(images)]
-        value_range = (float(finite.min()), float(finite.max())) if finite.size else None
-    else:
-        value_range = (float(images.min()), float(images.max()))
-    return ImageSpec(height, width, channels, str(images.dtype), value_range, layout)
+        return None
+    if images.ndim < 2:
+        images = images[None]
+    floating = np.issubdtype(images.dtype, np.floating)
+    lows, highs = [], []
+    for block in _blocks(images):
+        if floating:
+            finite = np.isfinite(block)
+            if not finite.any():
+                continue
+            if not finite.all():
+                lows.append(float(np.where(finite, block, np.inf).min()))
+                highs.append(float(np.where(finite, block, -np.inf).max()))
+                continue
+        lows.append(float(block.min()))
+        highs.append(float(block.max()))
+    return (min(lows), max(highs)) if lows else None
 
 
 def nonfinite_images(
@@ -43,9 +78,12 @@ def nonfinite_images(
     `images` is one `(n, h, w, c)` array, or separate images of any sizes.
     """
     if isinstance(images, np.ndarray):
-        floating = np.issubdtype(images.dtype, np.floating)
-        flat = images.reshape(len(images), -1)
-        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)).tolist() if floating else []
+        bad: list[int] = []
+        if np.issubdtype(images.dtype, np.floating) and images.ndim >= 1 and len(images):
+            start = 0
+            for block in _blocks(images):
+                bad.extend((start + np.flatnonzero(~np.isfinite(block).all(axis=1))).tolist())
+                start += len(block)
     else:
         bad = [
             i
@@ -54,14 +92,17 @@ def nonfinite_images(
         ]
     if not bad:
         return []
-    return [
-        Diagnostic(
-            "value.nonfinite",
-            f"{len(bad)} image(s) hold NaN or inf pixels",
-            stage="data",
-            expected="finite pixels",
-            got=f"NaN/inf in {len(bad)} of {len(images)} images",
-            hint="drop or repair these images before training (they are listed)",
-            items=tuple(names[i] if names else f"#{i}" for i in bad),
-        )
-    ]
+    return [nonfinite_diagnostic([names[i] if names else f"#{i}" for i in bad], len(images))]
+
+
+def nonfinite_diagnostic(items: Sequence[str], total: int) -> Diagnostic:
+    """`value.nonfinite` naming the images (files or `#index`) that hold NaN or inf."""
+    return Diagnostic(
+        "value.nonfinite",
+        f"{len(items)} image(s) hold NaN or inf pixels",
+        stage="data",
+        expected="finite pixels",
+        got=f"NaN/inf in {len(items)} of {total} images",
+        hint="drop or repair these images before training (they are listed)",
+        items=tuple(items),
+    )

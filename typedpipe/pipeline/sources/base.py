@@ -18,13 +18,21 @@ import abc
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from beartype.vale import Is
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
 from typedpipe.contracts.specs import LabelFormat
 from typedpipe.pipeline.sources.audit import class_ids
+
+#: A `[data] path`: an empty one would silently mean the current directory.
+DataPath = Annotated[
+    str,
+    Is[lambda s: bool(s.strip()) and "\0" not in s],
+    "a path to the data (not empty, no NUL)",
+]
 
 
 @runtime_checkable

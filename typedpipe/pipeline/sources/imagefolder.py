@@ -2,16 +2,21 @@
 
 The survey reads every file's header (size and colour mode, no pixels), refuses
 pixel bombs before anything is decoded, and decodes an evenly spaced sample to
-catch truncated files and measure the value range. Training then reads the
-files batch by batch (`FileRecords`): host memory does not grow with the
-number of files. Files are only read: nothing in the folder is ever written,
-moved or deleted.
+catch truncated files and measure the value range (one image at a time: only
+its range is kept, never its pixels). Links, permissions and odd files get
+their own diagnostics, and a decode setting that throws information away a
+warning (or, where it would saturate 16-bit pixels, an error). Training then
+reads the files batch by batch (`FileRecords`): host memory does not grow with
+the number of files. Files are only read: nothing in the folder is ever
+written, moved or deleted.
 """
 
 import collections
 import dataclasses
+import errno
 import functools
 import os
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,16 +26,20 @@ from beartype.vale import Is
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec, LabelSpec
 from typedpipe.contracts.diagnostics import data_corrupt, data_empty
 from typedpipe.contracts.specs import LabelFormat
-from typedpipe.pipeline.sources.audit import nonfinite_images, spec_of
-from typedpipe.pipeline.sources.base import Source, Survey, labels_as
+from typedpipe.pipeline.sources.audit import nonfinite_diagnostic, nonfinite_images, value_range
+from typedpipe.pipeline.sources.base import DataPath, Source, Survey, labels_as
 from typedpipe.pipeline.sources.decode import (
-    DECODE_MODES,
-    IMAGE_SUFFIXES,
+    DEEP_MODES,
     Header,
+    TooLarge,
+    Unusable,
     decode,
+    dropped,
+    find_images,
     mode_layout,
     pixel_limit,
     read_header,
+    target_mode,
 )
 
 #: Files decoded by the survey to check their data and measure the value range.
@@ -47,21 +56,20 @@ _CHUNK = 64
 _PARALLEL_DECODE_PIXELS = 128 * 128
 _THREADS = min(8, os.cpu_count() or 1)
 
-# The decode size a config may ask for: past it one image alone is a pixel bomb.
-_MAX_SIDE = 16384
+# A decode size is held to the pixel limit of the files themselves: past it one
+# decoded image alone is a pixel bomb.
+DecodeSize = Annotated[
+    tuple[int, int],
+    Is[lambda s: min(s) > 0 and s[0] * s[1] <= pixel_limit()],
+    "[height, width]: each >= 1, at most 89,478,485 pixels in all (Pillow's limit)",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class FolderOptions:
-    path: str
+    path: DataPath
     mode: Literal["rgb", "gray", "keep"] = "keep"
-    size: (
-        tuple[
-            Annotated[int, Is[lambda n: 0 < n <= _MAX_SIDE]],
-            Annotated[int, Is[lambda n: 0 < n <= _MAX_SIDE]],
-        ]
-        | None
-    ) = None
+    size: DecodeSize | None = None
 
 
 class ImageFolder(Source):
@@ -114,8 +122,16 @@ class FileRecords:
         for row, index in enumerate(indices):
             path = self.files[index]
             pixels = _try_decode(path, self.options)
-            if isinstance(pixels, str) or pixels.shape != images.shape[1:]:
-                why = pixels if isinstance(pixels, str) else f"decodes to {pixels.shape}"
+            if (
+                isinstance(pixels, str)
+                or pixels.shape != images.shape[1:]
+                or pixels.dtype != images.dtype
+            ):
+                why = (
+                    pixels
+                    if isinstance(pixels, str)
+                    else f"decodes to {pixels.dtype} {pixels.shape}"
+                )
                 failed.append(f"{_relative(self.root, path)}: {why}")
             else:
                 images[row] = pixels
@@ -146,36 +162,33 @@ def _threaded(items: list, fn, threads: int = _THREADS) -> list:
     return [result for chunk in dataset.to_iter_dataset(options) for result in chunk]
 
 
-def _files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = [
-        (path, label)
-        for label, name in enumerate(classes)
-        for path in sorted((root / name).rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and not path.name.startswith(".")
-        and path.is_file()
-    ]
-    return classes, files
-
-
 def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> Survey:
     """Audit an image folder from its headers and a decoded sample; never raises on data."""
     root = Path(options.path)
     scanned = _scan(root)
-    if isinstance(scanned, Diagnostic):
-        return Survey.failed(scanned)
-    classes, files = scanned
+    if not isinstance(scanned, _Scan):
+        return Survey.failed(*scanned)
+    classes, files = scanned.classes, scanned.files
     name = functools.partial(_relative, root)
-    diagnostics = _empty_classes(classes, files)
     headers = _threaded(files, lambda item: read_header(*item))
+    unusable = scanned.unusable + [
+        Unusable(h.path, "permission", h.fault) for h in headers if h.kind == "permission"
+    ]
+    diagnostics = _empty_classes(root, classes, files, unusable)
+    diagnostics.extend(_unusable(unusable, name))
     too_large = [h for h in headers if h.too_large]
-    corrupt = [h for h in headers if h.fault and not h.too_large]
+    corrupt = [h for h in headers if h.kind == "corrupt"]
     readable = [h for h in headers if not h.fault]
+    refused = [h for h in readable if target_mode(h.mode, options.mode) is None]
+    readable = [h for h in readable if target_mode(h.mode, options.mode) is not None]
+    diagnostics.extend(_lossy(refused, readable, options, name))
     diagnostics.extend(_mixed(readable, options, name))
-    sample, pixels, truncated = _decode_sample(readable, options)
-    corrupt.extend(truncated)
-    diagnostics.extend(nonfinite_images(pixels, [name(h.path) for h in sample]))
+    sample, ranges, truncated = _decode_sample(readable, options)
+    corrupt.extend(h for h in truncated if not h.too_large)
+    too_large.extend(h for h in truncated if h.too_large)
+    nonfinite = [name(h.path) for h, r in zip(sample, ranges, strict=True) if r.nonfinite]
+    if nonfinite:
+        diagnostics.append(nonfinite_diagnostic(nonfinite, len(sample)))
     if too_large:
         diagnostics.append(
             Diagnostic(
@@ -201,10 +214,11 @@ def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> 
                 items=tuple(f"{name(h.path)}: {h.fault}" for h in corrupt),
             )
         )
-    bad_paths = {h.path for h in corrupt}
+    bad_paths = {h.path for h in (*corrupt, *too_large)}
     good = [h for h in readable if h.path not in bad_paths]
+    found = [r for r in ranges if r.range is not None]
     return Survey(
-        _spec(good, pixels, options) if good else None,
+        _spec(good, found, options) if good else None,
         labels_as(label_format, np.array([h.label for h in good], np.int32), len(classes)),
         LabelSpec(label_format, len(classes)),
         tuple(diagnostics),
@@ -213,41 +227,88 @@ def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> 
     )
 
 
-def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]] | Diagnostic:
-    """The class names and (file, label) pairs, or why the folder cannot be used at all."""
+@dataclasses.dataclass(frozen=True)
+class _Scan:
+    """The class names, the (file, label) pairs, and what was found but cannot be used."""
+
+    classes: list[str]
+    files: list[tuple[Path, int]]
+    unusable: list[Unusable]
+
+
+def _scan(root: Path) -> _Scan | list[Diagnostic]:
+    """The folder's classes and files, or why the folder cannot be used at all."""
     if not root.is_dir():
-        return _empty(
-            f"no folder at {root}",
-            "a folder of class sub-folders",
-            f"path = {str(root)!r}",
-            "set path under [data] to a folder of class sub-folders",
-        )
+        return [
+            _empty(
+                f"no folder at {root}",
+                "a folder of class sub-folders",
+                f"path = {str(root)!r}",
+                "set path under [data] to a folder of class sub-folders",
+            )
+        ]
     try:
-        classes, files = _files(root)
-        loose = sum(1 for p in root.iterdir() if p.is_file())
+        with os.scandir(root) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
     except OSError as err:
-        return Diagnostic(
-            "data.corrupt",
-            f"{root} cannot be listed: {err}",
-            stage="data",
-            expected="a readable folder",
-            got=type(err).__name__,
-            hint="check the folder's permissions",
-            items=(str(root),),
-        )
+        code = "data.permission" if isinstance(err, PermissionError) else "data.corrupt"
+        return [
+            Diagnostic(
+                code,
+                f"{root} cannot be listed: {err.strerror}",
+                stage="data",
+                expected="a readable folder",
+                got=type(err).__name__,
+                hint=f"grant read access to the folder (chmod u+rx {root})",
+                items=(str(root),),
+            )
+        ]
+    classes, unusable, loose = [], [], 0
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as err:
+            if entry.is_symlink():
+                why = "loops" if err.errno == errno.ELOOP else "points at nothing"
+                unusable.append(Unusable(path, "link", f"a link that {why}"))
+            else:
+                unusable.append(Unusable(path, "permission", f"cannot be read: {err.strerror}"))
+            continue
+        if stat.S_ISDIR(mode):
+            classes.append(entry.name)
+        elif stat.S_ISREG(mode):
+            loose += 1
     if not classes:
-        return _empty(
-            f"{root} has no class sub-folders",
-            "path/<class>/<image>",
-            f"{loose} loose files",
-            f"move the images into one sub-folder per class: {root}/cat/1.png, {root}/dog/2.png",
-        )
-    return classes, files
+        return [
+            _empty(
+                f"{root} has no class sub-folders",
+                "path/<class>/<image>",
+                f"{loose} loose files",
+                f"move the images into one sub-folder per class: "
+                f"{root}/cat/1.png, {root}/dog/2.png",
+            ),
+            *_unusable(unusable, functools.partial(_relative, root)),
+        ]
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        found, bad = find_images([root / name])
+        files.extend((path, label) for path in found)
+        unusable.extend(bad)
+    return _Scan(classes, files, unusable)
 
 
-def _empty_classes(classes: list[str], files: list[tuple[Path, int]]) -> list[Diagnostic]:
+def _empty_classes(
+    root: Path, classes: list[str], files: list[tuple[Path, int]], unusable: list[Unusable]
+) -> list[Diagnostic]:
+    """Class folders with no image, except those whose entries another diagnostic names."""
     counts = collections.Counter(label for _, label in files)
-    empty = [name for label, name in enumerate(classes) if not counts[label]]
+    faulted = {u.path.relative_to(root).parts[0] for u in unusable}
+    empty = [
+        name for label, name in enumerate(classes) if not counts[label] and name not in faulted
+    ]
     if not empty:
         return []
     return [
@@ -261,29 +322,160 @@ def _empty_classes(classes: list[str], files: list[tuple[Path, int]]) -> list[Di
     ]
 
 
+# What each kind of unusable entry is reported as: code, what, expected, fix.
+_UNUSABLE = {
+    "link": (
+        "data.link",
+        "symbolic link(s) point at nothing or loop",
+        "links to existing image files and folders",
+        "restore the link targets, or remove the links",
+    ),
+    "permission": (
+        "data.permission",
+        "file(s) or folder(s) may not be read",
+        "readable files and folders",
+        "grant read access (chmod -R u+rX on the data folder), or remove them",
+    ),
+    "special": (
+        "data.special",
+        "entr(ies) with an image's name are not regular files",
+        "regular image files",
+        "remove them: a FIFO, socket or device is never an image",
+    ),
+}
+
+
+def _unusable(unusable: list[Unusable], name) -> list[Diagnostic]:
+    """One diagnostic per kind of entry the walk could not use, listing each with why."""
+    found = []
+    for kind, (code, what, expected, hint) in _UNUSABLE.items():
+        entries = [u for u in unusable if u.kind == kind]
+        if entries:
+            found.append(
+                Diagnostic(
+                    code,
+                    f"{len(entries)} {what}",
+                    stage="data",
+                    expected=expected,
+                    got=f"{len(entries)} unusable",
+                    hint=hint,
+                    items=tuple(f"{name(u.path)}: {u.why}" for u in entries),
+                )
+            )
+    return found
+
+
+def _lossy(
+    refused: list[Header], readable: list[Header], options: FolderOptions, name
+) -> list[Diagnostic]:
+    """`data.lossy`: an error where the setting would saturate deep pixels, a warning where
+    it drops colour or transparency, or Pillow reads 16-bit colour as 8 bits."""
+    found = []
+    setting = options.mode
+    if refused:
+        found.append(
+            Diagnostic(
+                "data.lossy",
+                f'{len(refused)} file(s) of 16-bit or float pixels would saturate as mode = "rgb"',
+                stage="data",
+                expected='8-bit files, or a mode that keeps their depth ("gray" or "keep")',
+                got=", ".join(sorted({h.mode for h in refused})),
+                hint='decode them as stored: mode = "gray" (16-bit stays uint16), then '
+                '[[preprocess]] op = "to_float" and op = "to_rgb" if the model wants 3 channels',
+                items=tuple(f"{name(h.path)} ({h.mode})" for h in refused),
+            )
+        )
+    losing = [(h, dropped(h.mode, setting)) for h in readable]
+    losing = [(h, what) for h, what in losing if what]
+    if losing:
+        keep = (
+            'decode with mode = "rgb" (3 channels) or "keep" to keep colour'
+            if setting == "gray"
+            else 'decode with mode = "keep" (4 channels) to keep transparency'
+        )
+        found.append(
+            Diagnostic(
+                "data.lossy",
+                f'mode = "{setting}" drops the '
+                f"{' / '.join(sorted({w for _, w in losing}))} of {len(losing)} file(s)",
+                stage="data",
+                expected="a decode that keeps what the files hold",
+                got=", ".join(sorted({h.mode for h, _ in losing})),
+                hint=f"if that is intended, nothing to do; else {keep}",
+                severity="warning",
+                items=tuple(f"{name(h.path)} ({h.mode}: {w})" for h, w in losing),
+            )
+        )
+    narrowed = [h for h in readable if h.narrowed]
+    if narrowed:
+        found.append(
+            Diagnostic(
+                "data.lossy",
+                f"{len(narrowed)} 16-bit colour file(s) are read as 8 bits per channel "
+                "(Pillow has no 16-bit colour mode)",
+                stage="data",
+                expected="8 bits per channel",
+                got="16 bits per channel",
+                hint="if the low bits matter, store the images as uint16 in an .npz "
+                '(source = "npz")',
+                severity="warning",
+                items=tuple(name(h.path) for h in narrowed),
+            )
+        )
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decoded:
+    """What the sample decode keeps of one image: its finite value range, not its pixels."""
+
+    range: tuple[float, float] | None
+    nonfinite: bool
+
+
 def _decode_sample(
     readable: list[Header], options: FolderOptions
-) -> tuple[list[Header], list[np.ndarray], list[Header]]:
-    """Decode an evenly spaced sample: the files decoded, their pixels, and the files a
-    header showed fine but whose data is truncated or broken."""
+) -> tuple[list[Header], list[_Decoded], list[Header]]:
+    """Decode an evenly spaced sample, one image at a time: the files decoded, what each
+    holds, and the files a header showed fine whose data is truncated or broken."""
     count = min(SAMPLE_SIZE, len(readable))
     sample = [readable[i] for i in np.linspace(0, len(readable) - 1, count, dtype=int)]
-    decoded = _threaded([h.path for h in sample], functools.partial(_try_decode, options=options))
+    decoded = _threaded([h.path for h in sample], functools.partial(_try_summary, options=options))
     pairs = list(zip(sample, decoded, strict=True))
-    broken = [dataclasses.replace(h, fault=p) for h, p in pairs if isinstance(p, str)]
-    good = [(h, p) for h, p in pairs if not isinstance(p, str)]
+    broken = [
+        dataclasses.replace(h, fault=p.why, kind=p.kind) for h, p in pairs if isinstance(p, _Fault)
+    ]
+    good = [(h, p) for h, p in pairs if isinstance(p, _Decoded)]
     return [h for h, _ in good], [p for _, p in good], broken
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fault:
+    why: str
+    kind: Literal["corrupt", "too_large"]
+
+
+def _try_summary(path: Path, options: FolderOptions) -> _Decoded | _Fault:
+    pixels = _try_decode(path, options)
+    if isinstance(pixels, str):
+        return _Fault(pixels, "too_large" if pixels.startswith("TooLarge") else "corrupt")
+    return _Decoded(value_range(pixels), bool(nonfinite_images(pixels[None])))
 
 
 def _try_decode(path: Path, options: FolderOptions) -> np.ndarray | str:
     try:
         return decode(path, options.mode, options.size)
+    except TooLarge as err:
+        return f"TooLarge: {err}"
     except Exception as err:  # a file that will not decode is corrupt
         return f"{type(err).__name__}: {err}"
 
 
 def _relative(root: Path, path: Path) -> str:
-    return str(path.relative_to(root))
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _empty(message: str, expected: str, got: str, hint: str, items=()) -> Diagnostic:
@@ -310,37 +502,46 @@ def _mixed(headers: list[Header], options: FolderOptions, name) -> list[Diagnost
                     items=tuple(f"{name(h.path)} ({h.height}x{h.width})" for h in odd),
                 )
             )
-    if options.mode == "keep":
-        modes = collections.Counter(h.mode for h in headers)
-        if len(modes) > 1:
-            common = _most_common(modes)
-            odd = [h for h in headers if h.mode != common]
+    modes = collections.Counter(_target(h, options) for h in headers)
+    if len(modes) > 1:
+        common = _most_common(modes)
+        odd = [h for h in headers if _target(h, options) != common]
+        if options.mode == "keep" and not set(modes) & DEEP_MODES:
             target = "gray" if common == "L" else "rgb"
-            found.append(
-                Diagnostic(
-                    "data.mode_mixed",
-                    f"files in {len(modes)} colour modes "
-                    f"({', '.join(sorted(modes))}); {len(odd)} are not {common}",
-                    stage="data",
-                    expected=f"one colour mode ({common})",
-                    got=", ".join(sorted(modes)),
-                    hint=f'decode to one mode: mode = "{target}" under [data]',
-                    items=tuple(f"{name(h.path)} ({h.mode})" for h in odd),
-                )
+            hint = f'decode to one mode: mode = "{target}" under [data]'
+        else:
+            hint = (
+                "convert the files to one bit depth with a trusted tool (8-bit, or 16-bit "
+                'gray kept by mode = "gray"), or store them as an .npz'
             )
+        found.append(
+            Diagnostic(
+                "data.mode_mixed",
+                f"files in {len(modes)} colour modes "
+                f"({', '.join(sorted(modes))}); {len(odd)} are not {common}",
+                stage="data",
+                expected=f"one colour mode ({common})",
+                got=", ".join(sorted(modes)),
+                hint=hint,
+                items=tuple(f"{name(h.path)} ({h.mode})" for h in odd),
+            )
+        )
     return found
 
 
-def _spec(headers: list[Header], sample: list[np.ndarray], options: FolderOptions) -> ImageSpec:
+def _target(header: Header, options: FolderOptions) -> str:
+    return target_mode(header.mode, options.mode) or header.mode
+
+
+def _spec(headers: list[Header], ranges: list[_Decoded], options: FolderOptions) -> ImageSpec:
     """The most common size and mode, as decoded, with the sample's value range."""
     if options.size is not None:
         height, width = options.size
     else:
         height, width = _most_common((h.height, h.width) for h in headers)
-    mode = DECODE_MODES.get(options.mode) or _most_common(h.mode for h in headers)
-    channels, dtype = mode_layout(mode)
-    ranges = [r for r in (spec_of(p[None]).value_range for p in sample) if r is not None]
-    value_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
+    channels, dtype = mode_layout(_most_common(_target(h, options) for h in headers))
+    found = [r.range for r in ranges if r.range is not None]
+    value_range = (min(r[0] for r in found), max(r[1] for r in found)) if found else None
     return ImageSpec(height, width, channels, dtype, value_range)
 
 

@@ -1,10 +1,12 @@
 """The `synthetic` source: random, learnable images matching the model's input contract.
 
 Its spec follows from the config alone, so `check` never generates it; training
-and `bench` do.
+and `bench` do. What generating would hold in memory is known from the config
+too, and held against the host's memory before anything is generated.
 """
 
 import dataclasses
+import math
 from typing import Annotated
 
 import numpy as np
@@ -12,6 +14,10 @@ from beartype.vale import Is
 
 from typedpipe.contracts import ImageSpec, LabelSpec
 from typedpipe.pipeline.sources.base import ArrayRecords, Source, Survey, labels_as, names_of
+from typedpipe.pipeline.sources.memory import budget, over_budget
+
+# Images generated at once: the temporaries of one block stay a few megabytes.
+_BLOCK_BYTES = 16 * 2**20
 
 # Enough for any benchmark, and small enough that the images (at the model's
 # input size) are never what exhausts memory before the memory check runs.
@@ -39,9 +45,32 @@ class Synthetic(Source):
         count, classes = self.options.num_samples, self.context.num_classes
         return rng.permutation(np.arange(count) % classes)
 
+    def bytes_needed(self) -> int:
+        """Host memory the generated records hold: the images, the class patterns, the labels."""
+        context = self.context
+        image = math.prod(context.model_input) * 4
+        label = 4 * (context.num_classes if context.labels == "onehot" else 1)
+        return (self.options.num_samples + context.num_classes) * image + (
+            self.options.num_samples * label
+        )
+
     def survey(self) -> Survey:
         """The synthetic data's spec, known from the config: nothing is generated."""
         context = self.context
+        need = self.bytes_needed()
+        if need > budget():
+            image = math.prod(context.model_input) * 4
+            fits = max(1, (budget() - context.num_classes * image) // (image + 4))
+            return Survey.failed(
+                over_budget(
+                    f"{self.options.num_samples:,} synthetic "
+                    f"{'x'.join(map(str, context.model_input))} float32 images",
+                    need,
+                    f"num_samples = {min(fits, self.options.num_samples)} under [data] "
+                    "(or a smaller [model] input)",
+                    stage="[data]",
+                )
+            )
         return Survey(
             ImageSpec(*context.model_input, "float32", context.input_range),
             labels_as(context.labels, self._class_ids(), context.num_classes),
@@ -54,7 +83,14 @@ class Synthetic(Source):
         rng = np.random.default_rng(context.seed + 1)
         shape = context.model_input
         patterns = rng.uniform(size=(context.num_classes, *shape)).astype(np.float32)
-        noise = rng.uniform(size=(self.options.num_samples, *shape)).astype(np.float32)
         lo, hi = context.input_range
-        images = lo + (hi - lo) * (0.5 * patterns[survey.class_ids] + 0.5 * noise)
-        return ArrayRecords(images.astype(np.float32), survey.labels)
+        count, ids = self.options.num_samples, survey.class_ids
+        images = np.empty((count, *shape), np.float32)
+        # Block by block: the noise is drawn in the same order as in one call.
+        rows = max(1, _BLOCK_BYTES // (8 * max(1, math.prod(shape))))
+        for start in range(0, count, rows):
+            stop = min(start + rows, count)
+            noise = rng.uniform(size=(stop - start, *shape)).astype(np.float32)
+            block = lo + (hi - lo) * (0.5 * patterns[ids[start:stop]] + 0.5 * noise)
+            images[start:stop] = block
+        return ArrayRecords(images, survey.labels)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, Shaped
 
 from typedpipe.contracts import ImageSpec, contract, hints
-from typedpipe.pipeline.stages.base import Stage, require_positive, spec_of_batch
+from typedpipe.pipeline.stages.base import Padding, Side, Stage, require_positive, spec_of_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,9 +17,9 @@ class RandomCrop(Stage):
 
     op: ClassVar[str] = "random_crop"
     augmentation: ClassVar[bool] = True
-    height: int
-    width: int
-    padding: int = 0
+    height: Side
+    width: Side
+    padding: Padding = 0
 
     def __post_init__(self):
         require_positive(self, height=self.height, width=self.width, padding=self.padding + 1)

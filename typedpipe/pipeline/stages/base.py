@@ -9,9 +9,10 @@ Augmentations take an explicit PRNG key and are skipped at evaluation.
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import jax
+from beartype.vale import Is
 from jaxtyping import Array, PRNGKeyArray
 
 from typedpipe.contracts import (
@@ -25,6 +26,11 @@ from typedpipe.contracts import (
 )
 from typedpipe.contracts.diagnostics import config_value
 from typedpipe.registry import Registry
+
+#: A height or width a stage produces: bounded, so that no value overflows a shape.
+Side = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
+#: Padding added on each side.
+Padding = Annotated[int, Is[lambda n: 0 <= n <= 65536], "an int in [0, 65536]"]
 
 #: Every preprocessing op a config can name: `[[preprocess]] op = "..."`.
 STAGES: "Registry[type[Stage]]" = Registry(

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, Shaped
 
 from typedpipe.contracts import ConfigError, Diagnostic, ImageSpec, contract, hints
-from typedpipe.pipeline.stages.base import Stage, require_positive, spec_of_batch
+from typedpipe.pipeline.stages.base import Side, Stage, require_positive, spec_of_batch
 
 # ITU-R BT.601 luma weights: the conventional RGB -> gray mix (sums to 1, so the
 # value range is preserved).
@@ -92,8 +92,8 @@ class Resize(Stage):
     """Resample to `height` x `width`. Only range-preserving (convex) methods are offered."""
 
     op: ClassVar[str] = "resize"
-    height: int
-    width: int
+    height: Side
+    width: Side
     method: Literal["bilinear", "nearest"] = "bilinear"
 
     def __post_init__(self):
@@ -117,8 +117,8 @@ class CenterCrop(Stage):
     """Cut the central `height` x `width` window."""
 
     op: ClassVar[str] = "center_crop"
-    height: int
-    width: int
+    height: Side
+    width: Side
 
     def __post_init__(self):
         require_positive(self, height=self.height, width=self.width)
