@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, TrainingStopped
+from typedpipe.contracts.diagnostics import visible
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NUMERIC, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -52,23 +53,33 @@ def _load(path: str | None):
     return load_config(config_path)
 
 
+def _shown(text: str, *, newlines: bool = True) -> str:
+    """Text from files or configs for a rich table: controls and escapes made visible
+    (an ANSI sequence in a class name never reaches the terminal), markup escaped."""
+    return escape(visible(text, newlines=newlines))
+
+
 def render_diagnostics(diagnostics: Sequence[Diagnostic], console: Console) -> None:
     table = Table(title=f"{len(diagnostics)} problem(s)", show_lines=True, expand=True)
     for column in ("code", "stage", "problem", "expected / got", "fix"):
         table.add_column(column, overflow="fold")
     for d in diagnostics:
-        # Messages and hints quote config lines ("[data]", "[[preprocess]]"): plain text,
-        # not rich markup.
+        # Messages and hints quote config lines ("[data]", "[[preprocess]]") and hold
+        # file and class names: plain, visible text, never rich markup or terminal codes.
         style = "red" if d.is_error else "yellow"
-        problem = escape(d.message)
+        problem = _shown(d.message)
         if d.items:
-            shown = d.items[:_ITEMS_SHOWN]
+            shown = [visible(item) for item in d.items[:_ITEMS_SHOWN]]
             more = len(d.items) - len(shown)
             listed = "\n".join(shown) + (f"\n... {more} more (--json lists them)" if more else "")
             problem += f"\n[dim]{escape(listed)}[/dim]"
         shapes = f"expected {d.expected}\ngot      {d.got}" if d.expected or d.got else ""
         table.add_row(
-            f"[{style}]{d.code}[/{style}]", escape(d.stage), problem, escape(shapes), escape(d.hint)
+            f"[{style}]{_shown(d.code)}[/{style}]",
+            _shown(d.stage),
+            problem,
+            _shown(shapes),
+            _shown(d.hint),
         )
     console.print(table)
 
@@ -129,9 +140,9 @@ def cmd_summary(args) -> int:
         table.add_column(column, justify="right" if column in ("params", "FLOPs") else "left")
     for r in rows:
         table.add_row(
-            escape(r.name),
-            r.kind,
-            escape(r.output),
+            _shown(r.name),
+            _shown(r.kind),
+            _shown(r.output),
             f"{r.params:,}" if r.params else "",
             f"{r.flops:,}" if r.flops else "",
         )
@@ -320,12 +331,19 @@ def cmd_predict(args) -> int:
         )
         return EXIT_OK if ok else EXIT_INVALID
     if predictions:
-        table = Table(title=f"predictions of {escape(args.run_dir)}")
+        table = Table(title=f"predictions of {_shown(args.run_dir, newlines=False)}")
         for column in ("file", "class", "probability", "runners-up"):
             table.add_column(column)
         for p in predictions:
-            others = ", ".join(f"{name} {probability:.3f}" for _, name, probability in p.top[1:])
-            table.add_row(escape(p.file), escape(p.name), f"{p.probability:.3f}", escape(others))
+            others = ", ".join(
+                f"{visible(name)} {probability:.3f}" for _, name, probability in p.top[1:]
+            )
+            table.add_row(
+                _shown(p.file, newlines=False),
+                _shown(p.name, newlines=False),
+                f"{p.probability:.3f}",
+                escape(others),
+            )
         Console().print(table)
     if faults:
         render_diagnostics(faults, stderr)
