@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import contract_overhead, folder_check, import_time, streaming
+from benchmarks import contract_overhead, folder_check, hostile_input, import_time, streaming
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,6 +27,7 @@ def main() -> int:
         "folder_check": folder_check.run(),
         "import_time": import_time.run(),
         "streaming": streaming.run(),
+        "hostile_input": hostile_input.run(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{re.sub(r'[^A-Za-z0-9.]+', '-', kind).strip('-').lower()}.json"

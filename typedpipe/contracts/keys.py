@@ -10,7 +10,6 @@ must be registered gets the registry's "did you mean".
 import dataclasses
 import difflib
 import functools
-import math
 import operator
 import types
 import typing
@@ -113,10 +112,17 @@ def _holds_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+# The largest float32: a config number past it becomes inf on the device (a scale of
+# 1e308 multiplies every pixel to inf), so it is as non-finite as inf itself; and a
+# TOML integer past it (any size parses) would overflow float().
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _holds_nonfinite(value: Any) -> bool:
     if isinstance(value, tuple):
         return any(_holds_nonfinite(v) for v in value)
-    return isinstance(value, float) and not math.isfinite(value)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return is_number and not abs(value) <= _FLOAT32_MAX  # NaN compares False
 
 
 def _checkable(hint: Any) -> Any:
@@ -195,7 +201,9 @@ def validate(
             or not is_bearable(value, _checkable(hint), conf=_NUMERIC_TOWER)
         ):
             prefix = line(key)
-            expected = describe(hint) + (" (finite)" if _holds_nonfinite(value) else "")
+            expected = describe(hint) + (
+                " (finite: |x| <= 3.4e38, float32's range)" if _holds_nonfinite(value) else ""
+            )
             found.append(
                 config_value(
                     f"{prefix + ': ' if prefix else ''}{where} {key} must be {expected}",

@@ -56,15 +56,26 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate TOML text as a Config; see `load_config`."""
     try:
         raw = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as err:
+    except tomllib.TOMLDecodeError as err:
         raise ConfigError(
             Diagnostic(
                 "config.syntax",
-                f"{source}: {err}" if str(err) else f"{source}: nested too deeply",
+                f"{source}: {err}",
                 stage=source,
                 expected="valid TOML",
                 got=type(err).__name__,
                 hint="fix the TOML syntax at the line named (strings need quotes, tables [name])",
+            )
+        ) from None
+    except RecursionError:  # the parser recurses once per level of arrays or tables
+        raise ConfigError(
+            Diagnostic(
+                "config.syntax",
+                f"{source}: arrays or inline tables nested too deeply to read",
+                stage=source,
+                expected="valid TOML nested a few levels deep",
+                got="hundreds of levels of [ or {",
+                hint="no config value nests more than two levels: remove the extra brackets",
             )
         ) from None
     locate = _Locator(text, source)

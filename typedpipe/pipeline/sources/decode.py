@@ -204,7 +204,11 @@ def decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     """
     from PIL import Image, ImageOps
 
-    with Image.open(path) as opened:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as err:  # past twice the limit, Pillow refuses itself
+        raise TooLarge(str(err).split(",")[0]) from None
+    with opened:
         image: Image.Image = opened
         width, height = image.size
         if width * height > pixel_limit():
