@@ -193,6 +193,7 @@ def test_an_rngs_key_in_a_layer_is_an_unknown_key(tmp_path, capsys):
     _, result = check(capsys, tmp_path, sequential(type="conv", features=8, rngs=0))
     (diagnostic,) = result["diagnostics"]
     assert (diagnostic["code"], diagnostic["got"]) == ("config.unknown_key", "rngs")
+    assert diagnostic["hint"].startswith("valid keys: activation, features, kernel")
 
 
 @pytest.mark.parametrize("depth", [300, 600, 100_000])

@@ -69,6 +69,9 @@ PLATFORMS = ("cpu", "cuda", "tpu")
 #: How many of the most likely classes a prediction lists.
 TOP = 3
 
+#: Image files `predict_files` decodes and predicts at once.
+PREDICT_CHUNK = 256
+
 #: A contract.json larger than this is no contract typedpipe wrote.
 MAX_CONTRACT_BYTES = 16 * 2**20
 
@@ -686,25 +689,29 @@ class ExportedModel:
         A file that cannot be read to the contract gets a diagnostic naming it;
         the others are predicted all the same.
 
+        Files are decoded and predicted `PREDICT_CHUNK` at a time: host memory does not
+        grow with the number of files.
+
         Returns:
             The predictions, in file order, and a diagnostic per file that failed.
         """
         files, faults = image_files(paths)
-        read, images = [], []
-        for path in files:
-            try:
-                images.append(self.read_image(path))
-                read.append(path)
-            except ContractError as err:
-                faults.extend(err.diagnostics)
-        if not images:
-            return [], faults
-        probabilities = self.predict(np.stack(images))
-        predictions = []
-        for path, row in zip(read, probabilities, strict=True):
-            best = [int(i) for i in np.argsort(-row, kind="stable")[:top]]
-            ranked = tuple((i, self.class_names[i], float(row[i])) for i in best)
-            predictions.append(Prediction(str(path), *ranked[0], ranked))
+        predictions: list[Prediction] = []
+        for start in range(0, len(files), PREDICT_CHUNK):
+            read, images = [], []
+            for path in files[start : start + PREDICT_CHUNK]:
+                try:
+                    images.append(self.read_image(path))
+                    read.append(path)
+                except ContractError as err:
+                    faults.extend(err.diagnostics)
+            if not images:
+                continue
+            probabilities = self.predict(np.stack(images))
+            for path, row in zip(read, probabilities, strict=True):
+                best = [int(i) for i in np.argsort(-row, kind="stable")[:top]]
+                ranked = tuple((i, self.class_names[i], float(row[i])) for i in best)
+                predictions.append(Prediction(str(path), *ranked[0], ranked))
         return predictions, faults
 
     def class_ids(self, ids: np.ndarray, names: Sequence[str] = ()) -> np.ndarray:
