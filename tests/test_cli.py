@@ -212,3 +212,9 @@ def test_bench_times_the_step_of_a_config(capsys):
 def test_every_shipped_example_passes_check(name, capsys):
     code, result = run_json(capsys, "check", str(default_config_path().parent / name))
     assert (code, result) == (EXIT_OK, {"ok": True, "diagnostics": []})
+
+
+@pytest.mark.parametrize("command", ["check", "summary", "train", "bench"])
+def test_an_empty_config_path_is_a_usage_error(command, capsys):
+    assert main([command, ""]) == EXIT_USAGE
+    assert "config path is empty" in capsys.readouterr().err

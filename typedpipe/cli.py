@@ -47,7 +47,11 @@ class UsageError(Exception):
 def _load(path: str | None):
     from typedpipe.pipeline.config import load_config
 
-    config_path = Path(path) if path else default_config_path()
+    if path is not None and not path.strip():
+        raise UsageError(
+            "the config path is empty: name a .toml file, or leave it out for the default"
+        )
+    config_path = Path(path) if path is not None else default_config_path()
     if not config_path.is_file():
         raise UsageError(f"no such config file: {config_path}")
     return load_config(config_path)
