@@ -87,8 +87,3 @@ def batches(
     threads = getattr(records, "read_threads", 1)
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=PREFETCH * threads)
     yield from dataset.map(read).to_iter_dataset(options)
-
-
-def steps_per_epoch(train_size: int, batch_size: int) -> int:
-    """Full batches in one epoch of `train_size` records (the last partial one is dropped)."""
-    return train_size // batch_size
