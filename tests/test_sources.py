@@ -1,11 +1,16 @@
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from typedpipe.contracts import ContractError, LabelSpec
+from typedpipe.contracts import ContractError, Diagnostic, LabelSpec
+from typedpipe.contracts.diagnostics import MAX_ITEMS
+from typedpipe.pipeline.check.static import check_labels
 from typedpipe.pipeline.config import parse_config
-from typedpipe.pipeline.sources import batches, read_batch, split_indices
+from typedpipe.pipeline.sources import batches, imagefolder, read_batch, split_indices
 from typedpipe.pipeline.sources.audit import spec_of
+from typedpipe.pipeline.sources.integrity import Verdict, verify_bytes, verify_file
 
 
 class Loaded:
@@ -167,8 +172,13 @@ def test_imagefolder_records_refuse_a_folder_the_survey_faulted(tmp_path):
     config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n')
     with pytest.raises(ContractError) as caught:
         load(config)
-    assert caught.value.diagnostic.code == "data.corrupt"
-    assert caught.value.diagnostic.items[0].startswith("cat/broken.png: ")
+    diagnostic = caught.value.diagnostic
+    assert (diagnostic.code, diagnostic.items) == ("data.corrupt", ("cat/broken.png",))
+    assert diagnostic.message == (
+        "1 file(s) cannot be used: cat/broken.png: "
+        "truncated: the file ends at byte 12, before the IHDR chunk"
+    )
+    assert diagnostic.hint == "remove or replace cat/broken.png, then run typedpipe check again"
 
 
 def test_synthetic_matches_the_model_contract_without_generating_to_check():
@@ -183,3 +193,123 @@ def test_synthetic_matches_the_model_contract_without_generating_to_check():
     assert data.images.min() >= -1.0 and data.images.max() <= 1.0
     np.testing.assert_array_equal(data.labels, survey.labels)
     assert np.bincount(data.labels).tolist() == [10, 10, 10, 10]
+
+
+# Integrity: every file's structure is walked, so a broken file is named wherever it sits.
+
+
+def _encoded(fmt: str, size=(12, 10), mode="RGB", **options) -> bytes:
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    "fmt, options",
+    [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("JPEG", {"mode": "L"})],
+)
+def test_integrity_passes_whole_files_and_bytes_after_the_jpeg_end(fmt, options):
+    data = _encoded(fmt, **options)
+    assert verify_bytes(data) == Verdict(True, "", fmt)
+    # Cameras and tools append padding or trailers after EOI; decoders ignore them.
+    assert verify_bytes(data + b"\x00" * 64 + b"trailer\xff\xd9").fault == ""
+
+
+def test_integrity_names_each_kind_of_broken_png():
+    data = _encoded("PNG")
+    idat = data.index(b"IDAT") - 4
+    assert verify_bytes(data[: idat + 20]).fault == (
+        f"truncated: the file ends at byte {idat + 20}, inside the IDAT chunk at byte {idat} "
+        f"(which declares {int.from_bytes(data[idat : idat + 4], 'big'):,} bytes)"
+    )
+    assert verify_bytes(_flip(data, idat + 12)).fault == (
+        f"damaged: the IDAT chunk at byte {idat} fails its CRC-32 check"
+    )
+    assert verify_bytes(data[:-12]).fault == (
+        f"truncated: the file ends at byte {len(data) - 12}, before the IEND chunk"
+    )
+    assert (
+        verify_bytes(data[:8]).fault == "truncated: the file ends at byte 8, before the IHDR chunk"
+    )
+
+
+def test_integrity_finds_a_jpeg_cut_anywhere_in_its_image_data():
+    data = _encoded("JPEG", size=(40, 40))
+    scan = data.index(b"\xff\xda")
+    faults = {verify_bytes(data[:cut]).fault for cut in range(scan + 20, len(data) - 2)}
+    assert faults == {
+        f"truncated: the image data ends at byte {cut} without an end-of-image marker (FF D9)"
+        for cut in range(scan + 20, len(data) - 2)
+    }
+    assert verify_bytes(data[:200]).fault.startswith("truncated: the file ends at byte 200, inside")
+
+
+def test_integrity_of_empty_and_unknown_bytes(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert verify_file(empty) == Verdict(True, "an empty file (0 bytes)")
+    # No walker knows these bytes: the caller decodes them (Pillow then names the fault).
+    assert verify_bytes(b"hello, not an image") == Verdict(False)
+    assert verify_bytes(_encoded("GIF")) == Verdict(False)
+
+
+def _mixed_folder(root, count=8):
+    for name in ("a", "b"):
+        (root / name).mkdir()
+        for i in range(count):
+            (root / name / f"{i}.png").write_bytes(_encoded("PNG"))
+
+
+def test_check_names_every_broken_file_not_only_those_in_the_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(imagefolder, "SAMPLE_SIZE", 2)  # the first and the last file only
+    _mixed_folder(tmp_path)
+    jpeg = _encoded("JPEG")
+    (tmp_path / "a" / "3-cut.jpg").write_bytes(jpeg[: len(jpeg) - 40])
+    (tmp_path / "b" / "4-empty.png").write_bytes(b"")
+    (tmp_path / "b" / "5-text.png").write_bytes(b"hello, not an image")
+    gif = _encoded("GIF")  # no structural walk: decoded in full to find its cut
+    (tmp_path / "b" / "6-cut.gif").write_bytes(gif[:-20])
+    survey = (
+        parse_config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n').source().survey()
+    )
+    (corrupt,) = survey.diagnostics
+    assert corrupt.code == "data.corrupt"
+    assert corrupt.items == ("a/3-cut.jpg", "b/4-empty.png", "b/5-text.png", "b/6-cut.gif")
+    assert corrupt.total_items == 4
+    assert corrupt.message == (
+        f"4 file(s) cannot be used: a/3-cut.jpg: truncated: the image data ends at byte "
+        f"{len(jpeg) - 40} without an end-of-image marker (FF D9) (and 3 more)"
+    )
+    assert corrupt.got == (
+        "1 truncated, 1 an empty file (0 bytes), 1 not an image file Pillow can read, 1 OSError"
+    )
+    assert corrupt.hint == (
+        "remove or replace a/3-cut.jpg, b/4-empty.png, b/5-text.png and the 1 more listed, "
+        "then run typedpipe check again"
+    )
+    assert len(survey.files) == 16
+
+
+def test_json_items_carry_up_to_a_thousand_names_and_the_true_count(tmp_path):
+    items = [f"c/{i}.png" for i in range(1500)]
+    diagnostic = Diagnostic("data.corrupt", "m", items=items)
+    assert diagnostic.items == tuple(items[:MAX_ITEMS]) and MAX_ITEMS == 1000
+    assert diagnostic.total_items == 1500
+    assert str(diagnostic).endswith("c/19.png ... and 1480 more")
+
+
+def test_labels_out_of_range_in_a_folder_are_named_by_file(tmp_path):
+    _mixed_folder(tmp_path, count=3)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x.png").write_bytes(_encoded("PNG"))
+    config = parse_config(
+        f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n[model]\nnum_classes = 2\n'
+    )
+    diagnostics = check_labels(config, config.source().survey())
+    assert [(d.code, d.items) for d in diagnostics] == [("labels.range", ("c/x.png",))]

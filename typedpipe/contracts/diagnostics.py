@@ -50,8 +50,10 @@ CODES: dict[str, str] = {
     "data.lossy": "a decode setting throws information away (colour, alpha or bit depth)",
 }
 
-#: How many offending files or indices a diagnostic carries.
-MAX_ITEMS = 20
+#: How many offending files or indices a diagnostic carries, as `--json` lists them
+#: (`total_items` keeps the true count); text shows the first `TEXT_ITEMS`.
+MAX_ITEMS = 1000
+TEXT_ITEMS = 20
 
 # Characters a terminal acts on instead of showing: controls (ESC starts an ANSI
 # sequence), format characters (bidirectional overrides, zero-width), surrogates,
@@ -124,8 +126,9 @@ class Diagnostic:
             lines.append(f"  expected: {visible(self.expected, newlines=True)}")
             lines.append(f"  got:      {visible(self.got, newlines=True)}")
         if self.items:
-            more = self.total_items - len(self.items)
-            listed = ", ".join(map(visible, self.items)) + (f" ... and {more} more" if more else "")
+            shown = self.items[:TEXT_ITEMS]
+            more = self.total_items - len(shown)
+            listed = ", ".join(map(visible, shown)) + (f" ... and {more} more" if more else "")
             lines.append(f"  items:    {listed}")
         if self.hint:
             lines.append(f"  fix:      {visible(self.hint, newlines=True)}")

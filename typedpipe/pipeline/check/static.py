@@ -183,7 +183,7 @@ def check_labels(config: Config, survey: Survey) -> list[Diagnostic]:
             f"0 <= label < {num_classes}",
             f"labels in [{classes.min()}, {classes.max()}]",
             hint,
-            items=(f"#{i}" for i in out_of_range),
+            items=survey.item_names(out_of_range.tolist()),
         )
     data_classes = survey.label_spec.num_classes
     if data_classes != num_classes:

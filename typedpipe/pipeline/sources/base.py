@@ -93,7 +93,8 @@ class Survey:
 
     `spec` is None when no image could be read. `labels` holds every record's
     label, in record order. `records` keeps records that were already loaded to
-    audit them, so that reading them after a clean check costs nothing.
+    audit them, so that reading them after a clean check costs nothing. `files`
+    (under `root`) are the records' files, for sources that read files.
     """
 
     spec: ImageSpec | None
@@ -103,6 +104,7 @@ class Survey:
     class_names: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()
     records: RecordSource | None = None
+    root: Path | None = None
 
     @classmethod
     def failed(cls, *diagnostics: Diagnostic) -> "Survey":
@@ -115,6 +117,22 @@ class Survey:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
+
+    def item_names(self, indices: Sequence[int]) -> list[str]:
+        """How a diagnostic names records: their files, relative to `root`, or `#index`.
+
+        Example:
+            >>> Survey.failed().item_names([7, 31])
+            ['#7', '#31']
+        """
+        if not self.files:
+            return [f"#{i}" for i in indices]
+        paths = [self.files[i] for i in indices]
+        if self.root is None:
+            return [str(p) for p in paths]
+        return [
+            str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in paths
+        ]
 
 
 @dataclasses.dataclass(frozen=True)

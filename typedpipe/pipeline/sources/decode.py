@@ -6,8 +6,10 @@ and read the same way in `check`, training and use:
 - `find_images` walks a folder and reports, never skips, what it cannot use: a
   dangling or looping symbolic link, a folder it may not read, a FIFO or device
   with an image's name.
-- `read_header` reads size and mode without pixels and refuses a file that
-  declares more than `pixel_limit()` pixels, before anything is decoded.
+- `read_header` reads size and mode without pixels, refuses a file that
+  declares more than `pixel_limit()` pixels before anything is decoded, and walks
+  the file's structure (`integrity.verify_file`: PNG chunks and CRCs, JPEG
+  markers to the end-of-image) so a truncated file is found without a decode.
 - `decode` applies the EXIF orientation (as `PIL.ImageOps.exif_transpose`), keeps
   16-bit and float images at their depth, and refuses a conversion that would
   saturate them.
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from typedpipe.pipeline.sources.integrity import verify_file
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -65,6 +69,7 @@ class Header:
     fault: str = ""  # why it cannot be used; "" when readable
     kind: FaultKind = ""  # what kind of fault
     narrowed: bool = False  # Pillow reads its 16-bit colour as 8 bits per channel
+    verified: bool = False  # its structure was walked whole; else only a decode can tell
 
     @property
     def too_large(self) -> bool:
@@ -167,10 +172,15 @@ def _narrowed(image) -> bool:
 
 
 def read_header(path: Path, label: int) -> Header:
-    """Size and mode from the header alone; the pixel count is checked before any decode."""
+    """Size and mode from the header alone, the pixel count checked before any decode, and
+    the file's structure walked for truncation and damage (`Header.verified` says whether
+    its format allowed that walk)."""
     from PIL import Image
 
     try:
+        verdict = verify_file(path)  # first: it names a truncation better than Pillow's header
+        if verdict.fault:
+            return Header(path, label, fault=verdict.fault, kind="corrupt")
         with Image.open(path) as image:
             width, height = image.size
             if width * height > pixel_limit():
@@ -179,13 +189,13 @@ def read_header(path: Path, label: int) -> Header:
                 width, height = height, width
             mode = stored_mode(image)
             narrowed = _narrowed(image)
-            if image.format == "PNG":
-                image.verify()  # walks every chunk and its CRC without decompressing
-        return Header(path, label, height, width, mode, narrowed=narrowed)
+        return Header(path, label, height, width, mode, narrowed=narrowed, verified=verdict.checked)
     except Image.DecompressionBombError as err:
         return _bomb(path, label, str(err).split(",")[0])
     except PermissionError as err:
         return Header(path, label, fault=f"PermissionError: {err.strerror}", kind="permission")
+    except Image.UnidentifiedImageError:
+        return Header(path, label, fault="not an image file Pillow can read", kind="corrupt")
     except Exception as err:  # any failure to parse means "corrupt"
         return Header(path, label, fault=f"{type(err).__name__}: {err}", kind="corrupt")
 

@@ -1,14 +1,16 @@
 """The `imagefolder` source: one sub-folder per class, decoded with Pillow, read through Grain.
 
 The survey reads every file's header (size and colour mode, no pixels), refuses
-pixel bombs before anything is decoded, and decodes an evenly spaced sample to
-catch truncated files and measure the value range (one image at a time: only
-its range is kept, never its pixels). Links, permissions and odd files get
-their own diagnostics, and a decode setting that throws information away a
-warning (or, where it would saturate 16-bit pixels, an error). Training then
-reads the files batch by batch (`FileRecords`): host memory does not grow with
-the number of files. Files are only read: nothing in the folder is ever
-written, moved or deleted.
+pixel bombs before anything is decoded, and walks every file's structure (PNG
+chunks and their CRCs, JPEG markers to the end-of-image: `integrity`), so a
+truncated file is named wherever it sits. It decodes an evenly spaced sample to
+measure the value range, and every file of a format with no structural walk
+(GIF, BMP, WebP, TIFF), one image at a time: only a range is kept, never pixels.
+Links, permissions and odd files get their own diagnostics, and a decode setting
+that throws information away a warning (or, where it would saturate 16-bit
+pixels, an error). Training then reads the files batch by batch (`FileRecords`):
+host memory does not grow with the number of files. Files are only read: nothing
+in the folder is ever written, moved or deleted.
 """
 
 import collections
@@ -41,8 +43,10 @@ from typedpipe.pipeline.sources.decode import (
     read_header,
     target_mode,
 )
+from typedpipe.progress import track
 
-#: Files decoded by the survey to check their data and measure the value range.
+#: Files decoded by the survey to measure the value range (every file's structure is
+#: walked, and files of formats with no walk are decoded, whatever this number).
 SAMPLE_SIZE = 256
 
 # Files go to Grain's reader threads in chunks: per-element overhead (~0.1 ms)
@@ -118,7 +122,7 @@ class FileRecords:
                 (`data.corrupt`), or holds NaN/inf pixels (`value.nonfinite`).
         """
         images = np.empty((len(indices), *self.spec.shape), self.spec.dtype)
-        failed = []
+        failed: list[tuple[str, str]] = []
         for row, index in enumerate(indices):
             path = self.files[index]
             pixels = _try_decode(path, self.options)
@@ -132,18 +136,14 @@ class FileRecords:
                     if isinstance(pixels, str)
                     else f"decodes to {pixels.dtype} {pixels.shape}"
                 )
-                failed.append(f"{_relative(self.root, path)}: {why}")
+                failed.append((_relative(self.root, path), why))
             else:
                 images[row] = pixels
         if failed:
+            # check walked these files whole: they changed since, or are damaged
+            # inside, where only a decode sees it. Either way the fix is the file.
             raise ContractError(
-                data_corrupt(
-                    f"{len(failed)} file(s) failed to decode",
-                    expected=f"readable {self.spec.describe()} images",
-                    got="decode errors",
-                    hint="remove or replace these files, then run typedpipe check",
-                    items=failed,
-                )
+                corrupt_files(failed, expected=f"readable {self.spec.describe()} images")
             )
         names = [_relative(self.root, self.files[i]) for i in indices]
         nonfinite = nonfinite_images(images, names)
@@ -152,28 +152,53 @@ class FileRecords:
         return images, self.labels[indices]
 
 
-def _threaded(items: list, fn, threads: int = _THREADS) -> list:
-    """`fn` over `items` in order, in chunks on Grain's reader threads, with prefetch."""
+def _threaded(items: list, fn, phase: str, threads: int = _THREADS) -> list:
+    """`fn` over `items` in order, in chunks on Grain's reader threads, with prefetch;
+    progress is reported as `phase` (`typedpipe.progress`)."""
     import grain
 
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     dataset = grain.MapDataset.source(chunks).map(lambda chunk: [fn(item) for item in chunk])
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
-    return [result for chunk in dataset.to_iter_dataset(options) for result in chunk]
+    results = (result for chunk in dataset.to_iter_dataset(options) for result in chunk)
+    return list(track(results, phase, total=len(items)))
 
 
-def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> Survey:
-    """Audit an image folder from its headers and a decoded sample; never raises on data."""
-    root = Path(options.path)
+@dataclasses.dataclass(frozen=True)
+class FolderScan:
+    """An image folder's classes, every image file's header (its structure walked), and
+    the entries that cannot be used: what a survey, or `typedpipe init`, starts from."""
+
+    root: Path
+    classes: list[str]
+    headers: list[Header]
+    unusable: list[Unusable]
+
+
+def scan_folder(root: Path) -> FolderScan | list[Diagnostic]:
+    """Walk `root`, read every image file's header and structure; or why it cannot be used."""
     scanned = _scan(root)
     if not isinstance(scanned, _Scan):
-        return Survey.failed(*scanned)
-    classes, files = scanned.classes, scanned.files
-    name = functools.partial(_relative, root)
-    headers = _threaded(files, lambda item: read_header(*item))
+        return scanned
+    headers = _threaded(scanned.files, lambda item: read_header(*item), "check files")
     unusable = scanned.unusable + [
         Unusable(h.path, "permission", h.fault) for h in headers if h.kind == "permission"
     ]
+    return FolderScan(root, scanned.classes, headers, unusable)
+
+
+def survey_folder(
+    options: FolderOptions, label_format: LabelFormat = "int", scan: FolderScan | None = None
+) -> Survey:
+    """Audit an image folder from every file's header and structure and a decoded sample;
+    never raises on data. `scan`: the folder's `scan_folder`, when already made."""
+    root = Path(options.path)
+    scanned = scan if scan is not None else scan_folder(root)
+    if not isinstance(scanned, FolderScan):
+        return Survey.failed(*scanned)
+    classes, headers, unusable = scanned.classes, scanned.headers, scanned.unusable
+    files = [(h.path, h.label) for h in headers]
+    name = functools.partial(_relative, root)
     diagnostics = _empty_classes(root, classes, files, unusable)
     diagnostics.extend(_unusable(unusable, name))
     too_large = [h for h in headers if h.too_large]
@@ -183,7 +208,7 @@ def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> 
     readable = [h for h in readable if target_mode(h.mode, options.mode) is not None]
     diagnostics.extend(_lossy(refused, readable, options, name))
     diagnostics.extend(_mixed(readable, options, name))
-    sample, ranges, truncated = _decode_sample(readable, options)
+    sample, ranges, truncated = _decode_some(readable, options)
     corrupt.extend(h for h in truncated if not h.too_large)
     too_large.extend(h for h in truncated if h.too_large)
     nonfinite = [name(h.path) for h, r in zip(sample, ranges, strict=True) if r.nonfinite]
@@ -203,17 +228,7 @@ def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> 
             )
         )
     if corrupt:
-        diagnostics.append(
-            Diagnostic(
-                "data.corrupt",
-                f"{len(corrupt)} file(s) cannot be decoded",
-                stage="data",
-                expected="readable image files",
-                got=f"{len(corrupt)} unreadable or truncated",
-                hint="remove or replace these files (check skips nothing silently)",
-                items=tuple(f"{name(h.path)}: {h.fault}" for h in corrupt),
-            )
-        )
+        diagnostics.append(corrupt_files([(name(h.path), h.fault) for h in corrupt]))
     bad_paths = {h.path for h in (*corrupt, *too_large)}
     good = [h for h in readable if h.path not in bad_paths]
     found = [r for r in ranges if r.range is not None]
@@ -224,6 +239,7 @@ def survey_folder(options: FolderOptions, label_format: LabelFormat = "int") -> 
         tuple(diagnostics),
         class_names=tuple(classes),
         files=tuple(h.path for h in good),
+        root=root,
     )
 
 
@@ -433,14 +449,19 @@ class _Decoded:
     nonfinite: bool
 
 
-def _decode_sample(
+def _decode_some(
     readable: list[Header], options: FolderOptions
 ) -> tuple[list[Header], list[_Decoded], list[Header]]:
-    """Decode an evenly spaced sample, one image at a time: the files decoded, what each
-    holds, and the files a header showed fine whose data is truncated or broken."""
+    """Decode an evenly spaced sample and every file whose structure no walk verified, one
+    image at a time: the files decoded, what each holds, and those that fail to decode."""
     count = min(SAMPLE_SIZE, len(readable))
-    sample = [readable[i] for i in np.linspace(0, len(readable) - 1, count, dtype=int)]
-    decoded = _threaded([h.path for h in sample], functools.partial(_try_summary, options=options))
+    picked = set(np.linspace(0, len(readable) - 1, count, dtype=int).tolist())
+    sample = [h for i, h in enumerate(readable) if i in picked or not h.verified]
+    decoded = _threaded(
+        [h.path for h in sample],
+        functools.partial(_try_summary, options=options),
+        "decode files",
+    )
     pairs = list(zip(sample, decoded, strict=True))
     broken = [
         dataclasses.replace(h, fault=p.why, kind=p.kind) for h, p in pairs if isinstance(p, _Fault)
@@ -469,6 +490,25 @@ def _try_decode(path: Path, options: FolderOptions) -> np.ndarray | str:
         return f"TooLarge: {err}"
     except Exception as err:  # a file that will not decode is corrupt
         return f"{type(err).__name__}: {err}"
+
+
+def corrupt_files(failed: list[tuple[str, str]], expected: str = "") -> Diagnostic:
+    """`data.corrupt` for files that cannot be used: `(name, why)` pairs. The items are
+    the names alone (a script can remove them); the message gives the first one's why."""
+    names = [name for name, _ in failed]
+    first, why = failed[0]
+    listed = ", ".join(names[:3]) + (
+        f" and the {len(names) - 3} more listed" if len(names) > 3 else ""
+    )
+    kinds = collections.Counter(why.split(":")[0] for _, why in failed)
+    return data_corrupt(
+        f"{len(failed)} file(s) cannot be used: {first}: {why}"
+        + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
+        expected=expected or "whole, readable image files",
+        got=", ".join(f"{count} {kind}" for kind, count in kinds.most_common()),
+        hint=f"remove or replace {listed}, then run typedpipe check again",
+        items=names,
+    )
 
 
 def _relative(root: Path, path: Path) -> str:
