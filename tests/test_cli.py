@@ -1,9 +1,31 @@
+import dataclasses
+import io
 import json
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from rich.console import Console
 
-from typedpipe.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, default_config_path, main
+from typedpipe.cli import (
+    _TABLE_MIN_WIDTH,
+    EXIT_INVALID,
+    EXIT_NUMERIC,
+    EXIT_OK,
+    EXIT_USAGE,
+    PhaseBars,
+    counted,
+    default_config_path,
+    epoch_line,
+    main,
+    plain_diagnostics,
+    render_diagnostics,
+)
+from typedpipe.contracts import Diagnostic
+from typedpipe.contracts.diagnostics import CODES
 
 
 def run_json(capsys, *argv):
@@ -218,3 +240,233 @@ def test_every_shipped_example_passes_check(name, capsys):
 def test_an_empty_config_path_is_a_usage_error(command, capsys):
     assert main([command, ""]) == EXIT_USAGE
     assert "config path is empty" in capsys.readouterr().err
+
+
+# --- output that reads well anywhere ---------------------------------------------------------
+
+CHANNELS = Diagnostic(
+    "shape.channels",
+    "argument 'images' has 1 channel, not 3",
+    stage="model",
+    expected="float b 64 64 3",
+    got="float32 8 64 64 1",
+    hint='add [[preprocess]] op = "to_rgb"',
+    items=[f"{i}.png" for i in range(20)],
+    total_items=1_916,
+)
+
+
+def test_piped_diagnostics_are_plain_blocks_with_the_count_of_every_item():
+    warning = Diagnostic(
+        "dtype.input",
+        "float64 images are narrowed to float32",
+        stage="data",
+        expected="float32",
+        got="float64",
+        hint="store float32 images,\nor enable jax_enable_x64",
+        severity="warning",
+        items=["#3", "#7"],
+    )
+    assert plain_diagnostics([warning, CHANNELS]) == (
+        "1 error, 1 warning\n"
+        "\n"
+        "error   shape.channels   in model\n"
+        "        argument 'images' has 1 channel, not 3\n"
+        "        expected: float b 64 64 3\n"
+        "        got:      float32 8 64 64 1\n"
+        '        fix:      add [[preprocess]] op = "to_rgb"\n'
+        "        files:    0.png, 1.png, 2.png, 3.png, 4.png, ... 1,911 more\n"
+        "\n"
+        "warning dtype.input      in data\n"
+        "        float64 images are narrowed to float32\n"
+        "        expected: float32\n"
+        "        got:      float64\n"
+        "        fix:      store float32 images,\n"
+        "                  or enable jax_enable_x64\n"
+        "        samples:  #3, #7"
+    )
+
+
+def test_errors_and_warnings_are_counted_apart():
+    warning = dataclasses.replace(CHANNELS, severity="warning")
+    assert counted([CHANNELS, CHANNELS, warning]) == "2 errors, 1 warning"
+    assert counted([warning, warning]) == "2 warnings"
+    assert counted([CHANNELS]) == "1 error"
+
+
+@pytest.mark.parametrize("width", [_TABLE_MIN_WIDTH, 200])
+def test_the_terminal_table_never_breaks_a_code(width, monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    diagnostics = [
+        dataclasses.replace(CHANNELS, code=code, severity="warning" if i % 3 else "error")
+        for i, code in enumerate(CODES)
+    ]
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, color_system=None, width=width)
+    render_diagnostics(diagnostics, console)
+    table = screen.getvalue()
+    assert "┃" in table  # a table, not the plain blocks
+    title = f"{sum(d.is_error for d in diagnostics)} errors, "
+    assert title in table and "warnings" in table
+    for code in CODES:
+        assert re.search(rf"^│ {re.escape(code)} +│", table, re.M), code
+    assert re.search(r"^│ warning +│", table, re.M) and re.search(r"^│ error +│", table, re.M)
+    assert "1,911 more" in table
+
+
+@pytest.mark.parametrize(
+    "environment, width",
+    [({"NO_COLOR": "1"}, 120), ({"TERM": "dumb"}, 120), ({}, _TABLE_MIN_WIDTH - 1)],
+)
+def test_no_color_dumb_and_narrow_terminals_get_plain_blocks(environment, width, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    screen = io.StringIO()
+    render_diagnostics([CHANNELS], Console(file=screen, force_terminal=True, width=width))
+    assert screen.getvalue() == plain_diagnostics([CHANNELS]) + "\n"
+
+
+def test_check_with_only_warnings_says_so_and_exits_0(tmp_path, capsys):
+    images = np.random.default_rng(0).uniform(size=(30, 8, 8, 1))  # float64: a warning
+    np.savez(tmp_path / "data.npz", images=images, labels=np.arange(30) % 3)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[data]\nsource = "npz"\npath = "{tmp_path / "data.npz"}"\n'
+        '[model]\nname = "small_cnn"\ninput = [8, 8, 1]\nnum_classes = 3\n'
+        "[train]\nbatch_size = 8\n"
+    )
+    assert main(["check", str(config)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("1 warning\n\nwarning dtype.input   in data\n")
+    assert out.endswith(f"ok: {config} passes every check, with 1 warning\n")
+
+
+def test_the_epoch_line_tells_the_epoch_mean_from_val():
+    from typedpipe.pipeline.train.loop import EpochStats
+
+    stats = EpochStats(3, 0.012345, 0.97, 4.5e28, 0.1, 2.04, 2)
+    assert epoch_line(stats, 15) == (
+        "epoch  3/15  train loss 0.01235 acc 0.970 (epoch mean)  val loss 4.5e+28 acc 0.100"
+        "  2.0 s  skipped 2 steps"
+    )
+    no_val = EpochStats(10, 1.5, 0.5, None, None, 0.25, 0)
+    assert epoch_line(no_val, 10) == (
+        "epoch 10/10  train loss 1.5 acc 0.500 (epoch mean)  val loss - acc -  0.2 s"
+    )
+
+
+def test_phases_past_a_second_get_a_bar_and_a_line_on_stderr():
+    from rich.progress import Progress
+
+    from typedpipe.progress import listening, track
+
+    screen = io.StringIO()
+    progress = Progress(console=Console(file=screen, width=80))
+    with listening(PhaseBars(progress, after_seconds=0.0)):
+        assert list(track(range(300), "check files", total=300)) == list(range(300))
+        assert not progress.tasks  # the bar goes when the phase ends
+    with listening(PhaseBars(progress, after_seconds=3600.0)):
+        list(track(range(300), "decode", total=300))
+    assert not progress.tasks
+    assert re.fullmatch(r"check files: 300 in \d+\.\d s\n", screen.getvalue())
+
+
+def _typedpipe(*argv: str) -> subprocess.CompletedProcess:
+    """The command as a CI log sees it: both streams piped, and a narrow COLUMNS."""
+    return subprocess.run(
+        [sys.executable, "-m", "typedpipe.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "40"},
+        timeout=300,
+    )
+
+
+def _image_folder_faults(tmp_path):
+    """An image folder with a truncated PNG, a file of another size and one of another mode."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        (tmp_path / "images" / f"c{label}").mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / f"c{label}" / f"{i}.png")
+    whole = (tmp_path / "images" / "c0" / "0.png").read_bytes()
+    (tmp_path / "images" / "c0" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(
+        tmp_path / "images" / "c1" / "odd.png"
+    )
+    Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(
+        tmp_path / "images" / "c2" / "gray.png"
+    )
+    return (
+        f'[data]\nsource = "imagefolder"\npath = "{tmp_path / "images"}"\n'
+        '[[preprocess]]\nop = "to_float"\n'
+        '[model]\nname = "small_cnn"\ninput = [16, 16, 3]\nnum_classes = 3\n'
+        "[train]\nbatch_size = 8\n"
+    )
+
+
+def _nonfinite_values(tmp_path):
+    images = np.random.default_rng(0).uniform(size=(30, 8, 8, 1)).astype(np.float32)
+    images[4, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "data.npz", images=images, labels=np.arange(30) % 3)
+    return (
+        f'[data]\nsource = "npz"\npath = "{tmp_path / "data.npz"}"\n'
+        '[model]\nname = "small_cnn"\ninput = [8, 8, 1]\nnum_classes = 3\n'
+        "[train]\nbatch_size = 8\n"
+    )
+
+
+PIPED_FAULTS = {
+    "model": (
+        lambda tmp: default_config_path().read_text().replace("[8, 8, 1]", "[16, 16, 3]"),
+        {"shape.spatial", "shape.channels"},
+    ),
+    "config": (
+        lambda tmp: default_config_path().read_text().replace("batch_size", "batchsize"),
+        {"config.unknown_key"},
+    ),
+    "folder": (_image_folder_faults, {"data.corrupt", "data.size_mixed", "data.mode_mixed"}),
+    "values": (_nonfinite_values, {"value.nonfinite"}),
+}
+
+
+@pytest.mark.parametrize("fault", PIPED_FAULTS)
+def test_piped_check_shows_every_code_whole_on_one_line(fault, tmp_path):
+    make, codes = PIPED_FAULTS[fault]
+    config = tmp_path / "config.toml"
+    config.write_text(make(tmp_path))
+    plain = _typedpipe("check", str(config))
+    assert plain.returncode == EXIT_INVALID, plain.stderr
+    assert "┃" not in plain.stdout and "│" not in plain.stdout  # no table in a pipe
+    # Each block's first line: severity, the whole code, its stage. Nothing wraps.
+    first_lines = r"^(?:error|warning) +([a-z_]+\.[a-z_]+)(?: +in .*)?$"
+    found = set(re.findall(first_lines, plain.stdout, re.M))
+    assert codes <= found, plain.stdout
+    assert plain.stdout.startswith(f"{len(found)} error")
+    as_json = _typedpipe("check", str(config), "--json")
+    assert as_json.returncode == EXIT_INVALID
+    [line] = as_json.stdout.splitlines()  # one JSON object, on one line
+    diagnostics = json.loads(line)["diagnostics"]
+    assert codes <= {d["code"] for d in diagnostics}
+    assert {d["severity"] for d in diagnostics} == {"error"}
+    assert found == {d["code"] for d in diagnostics}
+
+
+def test_piped_train_names_numeric_nonfinite_whole_on_one_line(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        default_config_path()
+        .read_text()
+        .replace('optimizer = "adam"', 'optimizer = "sgd"')
+        .replace("learning_rate = 3e-3", "learning_rate = 1e30")
+    )
+    run = _typedpipe("train", str(config), "--out", str(tmp_path / "run"), "--max-steps", "30")
+    assert run.returncode == EXIT_NUMERIC, run.stderr
+    assert re.search(r"^error +numeric\.nonfinite +in \S+$", run.stderr, re.M), run.stderr
+    assert re.search(r"^1 error$", run.stderr, re.M)

@@ -30,6 +30,10 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 # Offending files or indices listed in the table; --json carries up to MAX_ITEMS.
 _ITEMS_SHOWN = 5
+# Plain output: the severity column, and the indent of a block's other lines.
+_INDENT = 8
+# Narrower than this, the table's text columns shrink to a word each: plain text reads better.
+_TABLE_MIN_WIDTH = 72
 
 
 def default_config_path() -> Path:
@@ -63,23 +67,90 @@ def _shown(text: str, *, newlines: bool = True) -> str:
     return escape(visible(text, newlines=newlines))
 
 
+def counted(diagnostics: Sequence[Diagnostic]) -> str:
+    """Errors and warnings counted apart: "2 errors, 1 warning"."""
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    counts = ((errors, "error"), (warnings, "warning"))
+    parts = [f"{n:,} {word}{'s' if n != 1 else ''}" for n, word in counts if n]
+    return ", ".join(parts) or "no problems"
+
+
+def _listed(d: Diagnostic) -> str:
+    """The first few offending items, and how many more there are in all."""
+    shown = [visible(item) for item in d.items[:_ITEMS_SHOWN]]
+    more = max(d.total_items, len(d.items)) - len(shown)
+    return ", ".join(shown) + (f", ... {more:,} more" if more else "")
+
+
+def _items_label(d: Diagnostic) -> str:
+    # Array sources name samples by index ("#17"); everything else names files.
+    return "samples" if all(item.startswith("#") for item in d.items) else "files"
+
+
+def plain_diagnostics(diagnostics: Sequence[Diagnostic]) -> str:
+    """Diagnostics as plain aligned text, one block each, for logs and pipes.
+
+    No line is ever wrapped and the code always stands whole on its block's first
+    line, so `grep numeric.nonfinite` finds it in any CI log.
+    """
+    ordered = sorted(diagnostics, key=lambda d: not d.is_error)  # errors first, stable
+    width = max((len(d.code) for d in ordered), default=0)
+    pad = " " * _INDENT
+
+    def field(name: str, text: str) -> list[str]:
+        # Continuation lines of a multi-line value line up under its first line.
+        head = f"{name + ':':<10}"
+        lines = visible(text, newlines=True).splitlines() or [""]
+        return [pad + head + lines[0], *(pad + " " * len(head) + line for line in lines[1:])]
+
+    blocks = [counted(diagnostics)]
+    for d in ordered:
+        where = f"   in {visible(d.stage)}" if d.stage else ""
+        block = [f"{d.severity:<{_INDENT}}{d.code:<{width}}{where}".rstrip()]
+        block += [pad + line for line in visible(d.message, newlines=True).splitlines()]
+        if d.expected or d.got:
+            block += field("expected", d.expected) + field("got", d.got)
+        if d.hint:
+            block += field("fix", d.hint)
+        if d.items:
+            block += field(_items_label(d), _listed(d))
+        blocks.append("\n".join(block))
+    return "\n\n".join(blocks)
+
+
+def _tabular(console: Console) -> bool:
+    """A rich table only on a colour terminal wide enough for one; pipes, NO_COLOR,
+    TERM=dumb and narrow windows get plain text."""
+    return (
+        console.is_terminal
+        and not console.is_dumb_terminal
+        and not console.no_color
+        and console.width >= _TABLE_MIN_WIDTH
+    )
+
+
 def render_diagnostics(diagnostics: Sequence[Diagnostic], console: Console) -> None:
-    table = Table(title=f"{len(diagnostics)} problem(s)", show_lines=True, expand=True)
-    for column in ("code", "stage", "problem", "expected / got", "fix"):
+    """A table on a terminal, plain aligned blocks anywhere else (see `plain_diagnostics`)."""
+    if not _tabular(console):
+        print(plain_diagnostics(diagnostics), file=console.file, flush=True)
+        return
+    table = Table(title=counted(diagnostics), show_lines=True, expand=True)
+    width = max(len(d.code) for d in diagnostics) if diagnostics else 4
+    # The code is what users grep and look up: never folded, whatever the width.
+    table.add_column("code", no_wrap=True, min_width=width)
+    for column in ("stage", "problem", "expected / got", "fix"):
         table.add_column(column, overflow="fold")
-    for d in diagnostics:
+    for d in sorted(diagnostics, key=lambda d: not d.is_error):
         # Messages and hints quote config lines ("[data]", "[[preprocess]]") and hold
         # file and class names: plain, visible text, never rich markup or terminal codes.
         style = "red" if d.is_error else "yellow"
         problem = _shown(d.message)
         if d.items:
-            shown = [visible(item) for item in d.items[:_ITEMS_SHOWN]]
-            more = len(d.items) - len(shown)
-            listed = "\n".join(shown) + (f"\n... {more} more (--json lists them)" if more else "")
-            problem += f"\n[dim]{escape(listed)}[/dim]"
+            problem += f"\n[dim]{_items_label(d)}: {escape(_listed(d))}[/dim]"
         shapes = f"expected {d.expected}\ngot      {d.got}" if d.expected or d.got else ""
         table.add_row(
-            f"[{style}]{_shown(d.code)}[/{style}]",
+            f"[{style}]{_shown(d.code)}\n{d.severity}[/{style}]",
             _shown(d.stage),
             problem,
             _shown(shapes),
@@ -92,31 +163,110 @@ def _emit_failure(diagnostics: Sequence[Diagnostic], args) -> None:
     if args.json:
         _print_json(args, {"ok": False, "diagnostics": [d.to_json() for d in diagnostics]})
     else:
-        render_diagnostics(diagnostics, stderr)
+        # check and summary print their findings on stdout, config faults included;
+        # the other commands keep stdout for their results.
+        findings = getattr(args, "command", None) in ("check", "summary")
+        render_diagnostics(diagnostics, Console() if findings else stderr)
 
 
 def _print_json(args, result: dict) -> None:
     print(json.dumps(result), file=args.stdout)
 
 
+def _progress_bars(args):
+    """A rich Progress on stderr: live on a terminal; off under --json and in logs
+    (where `PhaseBars` and the epoch lines say what happened instead)."""
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Count(ProgressColumn):
+        """`done/total`, or nothing for a task of unknown length."""
+
+        def render(self, task) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed):,}/{int(task.total):,}", style="progress.download")
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        Count(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=args.json or not stderr.is_interactive,
+    )
+
+
+class PhaseBars:
+    """The CLI's `typedpipe.progress` listener: a bar for every tracked phase past a second.
+
+    A phase that ends after more than a second also leaves one line ("check files:
+    10,000 in 3.2 s") on stderr, so a log shows where the time went. Never stdout.
+    """
+
+    def __init__(self, progress, after_seconds: float = 1.0):
+        self.progress = progress
+        self.after_seconds = after_seconds
+        self.running: dict[str, tuple[float, object]] = {}  # phase -> (start, task id or None)
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        import time
+
+        now = time.monotonic()
+        if done == 0 and phase not in self.running:
+            self.running[phase] = (now, None)
+            return
+        if phase not in self.running:  # a repeated end call
+            return
+        start, task = self.running[phase]
+        if task is None and now - start >= self.after_seconds:
+            task = self.progress.add_task(visible(phase), total=total, status="")
+            self.running[phase] = (start, task)
+        if task is not None:
+            self.progress.update(task, completed=done, total=total)
+        if total is not None and done >= total:
+            del self.running[phase]
+            if task is not None:
+                self.progress.remove_task(task)
+            if now - start >= self.after_seconds:
+                self.progress.console.print(
+                    f"{escape(visible(phase))}: {done:,} in {now - start:.1f} s", highlight=False
+                )
+
+
+@contextlib.contextmanager
+def _showing_progress(args, what: str):
+    """Around a command: its long phases as bars (or lines) on stderr, and `what` it does."""
+    from typedpipe import progress as phases
+
+    with _progress_bars(args) as bars, phases.listening(PhaseBars(bars)):
+        bars.add_task(what, total=None, status="")
+        yield
+
+
 def cmd_check(args) -> int:
     from typedpipe.pipeline.check import check_pipeline, errors
 
     config = _load(args.config)
-    with (
-        stderr.status("checking the pipeline and its data", spinner="dots")
-        if not args.json
-        else contextlib.nullcontext()
-    ):
+    with _showing_progress(args, "checking the pipeline and its data"):
         diagnostics = check_pipeline(config)
     ok = not errors(diagnostics)
     if args.json:
         _print_json(args, {"ok": ok, "diagnostics": [d.to_json() for d in diagnostics]})
-    elif diagnostics:
-        render_diagnostics(diagnostics, Console())
-    else:
-        path = escape(str(args.config or default_config_path()))
-        Console().print(f"[green]ok[/green]: {path} passes every check")
+        return EXIT_OK if ok else EXIT_INVALID
+    console = Console()
+    if diagnostics:
+        render_diagnostics(diagnostics, console)
+    if ok:
+        path = visible(str(args.config or default_config_path()))
+        warned = f", with {counted(diagnostics)}" if diagnostics else ""
+        ok_line = f"ok: {path} passes every check{warned}"
+        if _tabular(console):
+            console.print(f"[green]ok[/green]{escape(ok_line[2:])}")
+        else:
+            print(ok_line, file=console.file)
     return EXIT_OK if ok else EXIT_INVALID
 
 
@@ -157,14 +307,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+    from typedpipe import progress as phases
     from typedpipe.pipeline.run import train_run
     from typedpipe.pipeline.train.loop import Callback
 
@@ -178,43 +321,29 @@ def cmd_train(args) -> int:
         args.json, args.stdout = True, open(os.devnull, "w")  # noqa: SIM115
     config = _load(args.config)
     out = Path(args.out) if args.out else Path("runs") / config.name
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=args.json,
-    )
+    progress = _progress_bars(args)
     task = progress.add_task(f"train {config.name}", total=None, status="")
 
     class ShowProgress(Callback):
-        """The progress bar and one line per epoch; reads the loss every 10 steps."""
+        """The progress bar (the last batch's loss, read every 10 steps) and one line per
+        epoch (the epoch's mean train loss and accuracy, then val)."""
 
         def on_train_start(self, loop) -> None:
             progress.update(task, total=loop.total_steps, completed=loop.step)
 
         def on_step_end(self, loop, batch, metrics) -> None:
             if loop.step % 10 == 0 or loop.step == loop.total_steps:
-                status = f"batch loss {float(metrics['loss']):.4f}"
+                status = f"last batch loss {float(metrics['loss']):.4f}"
                 progress.update(task, completed=loop.step, status=status)
 
         def on_epoch_end(self, loop, stats) -> None:
-            def number(value, digits: int) -> str:
-                return "-" if value is None else f"{value:.{digits}f}"
-
-            progress.console.print(
-                f"epoch {stats.epoch:>3}  loss {number(stats.train_loss, 4)}  "
-                f"acc {number(stats.train_accuracy, 3)}  val_loss {number(stats.val_loss, 4)}  "
-                f"val_acc {number(stats.val_accuracy, 3)}  {stats.seconds:.1f}s"
-                + (f"  skipped {stats.skipped_steps}" if stats.skipped_steps else "")
-            )
+            epochs = -(-loop.total_steps // max(loop.steps_per_epoch, 1))
+            progress.console.print(epoch_line(stats, epochs), highlight=False)
 
     from typedpipe.pipeline.train.loop import Interrupted
 
     try:
-        with progress:
+        with progress, phases.listening(PhaseBars(progress)):
             metrics = train_run(
                 config,
                 out,
@@ -247,6 +376,23 @@ def cmd_train(args) -> int:
             + f"on {metrics['backend']}; run folder {escape(str(out))}"
         )
     return EXIT_OK
+
+
+def epoch_line(stats, epochs: int) -> str:
+    """One epoch in words: `epoch 3/15  train loss 0.1234 acc 0.970 (epoch mean)  val ...`."""
+
+    def number(value, spec: str) -> str:
+        return "-" if value is None else f"{value:{spec}}"
+
+    width = len(str(epochs))
+    return (
+        f"epoch {stats.epoch:>{width}}/{epochs}  "
+        f"train loss {number(stats.train_loss, '.4g')} acc {number(stats.train_accuracy, '.3f')} "
+        "(epoch mean)  "
+        f"val loss {number(stats.val_loss, '.4g')} acc {number(stats.val_accuracy, '.3f')}  "
+        f"{stats.seconds:.1f} s"
+        + (f"  skipped {stats.skipped_steps} steps" if stats.skipped_steps else "")
+    )
 
 
 def _bundle(run_dir: str):
@@ -299,11 +445,12 @@ def _other_data(model, config_path: str):
 
 def cmd_eval(args) -> int:
     model = _bundle(args.run_dir)
-    if args.data:
-        images, class_ids, split = _other_data(model, args.data)
-    else:
-        images, class_ids, split = _run_test_split(model)
-    result = model.evaluate(images, class_ids)
+    with _showing_progress(args, "evaluating"):
+        if args.data:
+            images, class_ids, split = _other_data(model, args.data)
+        else:
+            images, class_ids, split = _run_test_split(model)
+        result = model.evaluate(images, class_ids)
     if args.json:
         _print_json(args, {"ok": True, "data": args.data, "split": split, **result})
     else:
@@ -322,7 +469,8 @@ def cmd_predict(args) -> int:
     if missing:
         raise UsageError(f"no such image file or folder: {', '.join(missing)}")
     model = _bundle(args.run_dir)
-    predictions, faults = model.predict_files(args.images)
+    with _showing_progress(args, "predicting"):
+        predictions, faults = model.predict_files(args.images)
     ok = not faults
     if args.json:
         _print_json(
