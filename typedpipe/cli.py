@@ -382,15 +382,16 @@ def epoch_line(stats, epochs: int) -> str:
     """One epoch in words: `epoch 3/15  train loss 0.1234 acc 0.970 (epoch mean)  val ...`."""
 
     def number(value, spec: str) -> str:
-        return "-" if value is None else f"{value:{spec}}"
+        # Four significant digits (a loss of 0.0004 keeps them), padded so columns line up.
+        return ("-" if value is None else f"{value:{spec}}").ljust(8 if "g" in spec else 5)
 
     width = len(str(epochs))
     return (
         f"epoch {stats.epoch:>{width}}/{epochs}  "
         f"train loss {number(stats.train_loss, '.4g')} acc {number(stats.train_accuracy, '.3f')} "
         "(epoch mean)  "
-        f"val loss {number(stats.val_loss, '.4g')} acc {number(stats.val_accuracy, '.3f')}  "
-        f"{stats.seconds:.1f} s"
+        f"val loss {number(stats.val_loss, '.4g')} acc {number(stats.val_accuracy, '.3f')} "
+        f"{stats.seconds:5.1f} s"
         + (f"  skipped {stats.skipped_steps} steps" if stats.skipped_steps else "")
     )
 
