@@ -313,3 +313,25 @@ def test_labels_out_of_range_in_a_folder_are_named_by_file(tmp_path):
     )
     diagnostics = check_labels(config, config.source().survey())
     assert [(d.code, d.items) for d in diagnostics] == [("labels.range", ("c/x.png",))]
+
+
+def test_transparency_dropped_on_purpose_is_not_warned_about(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i, channels in enumerate((3, 4, 4)):
+            pixels = rng.integers(0, 256, (6, 6, channels), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / name / f"{i}.png")
+    data = f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\nmode = "rgb"\n'
+    (warning,) = parse_config(data).source().survey().diagnostics
+    assert (warning.code, warning.severity) == ("data.lossy", "warning")
+    assert warning.hint == (
+        'if that is intended, say so: drop = ["transparency"] under [data]; '
+        'else decode with mode = "keep" (4 channels) to keep transparency'
+    )
+    said = parse_config(data + 'drop = ["transparency"]\n')
+    assert said.source().survey().diagnostics == ()
+    # Dropping transparency says nothing of colour: gray still warns about it.
+    gray = parse_config(data.replace('"rgb"', '"gray"') + 'drop = ["transparency"]\n')
+    (warning,) = gray.source().survey().diagnostics
+    assert warning.message == 'mode = "gray" drops the colour of 6 file(s)'

@@ -1,4 +1,4 @@
-"""The `typedpipe` command: check, summary, train, eval, predict, bench, doctor.
+"""The `typedpipe` command: check, summary, train, eval, predict, bench, init, doctor.
 
 Exit codes: 0 ok; 1 the pipeline or data is invalid (diagnostics printed);
 2 usage error (no such file, bad flag); 3 training stopped by the numeric guard;
@@ -519,6 +519,43 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def cmd_init(args) -> int:
+    """Survey an image folder and write a commented config for it (never over a file)."""
+    import shlex
+
+    from typedpipe.files import write_atomic
+    from typedpipe.pipeline.scaffold import plain_name, scaffold_config
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"no such folder: {args.folder} (name a folder of class sub-folders)")
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out needs a file name")
+    out = Path(args.out) if args.out else Path(f"{plain_name(folder)}.toml")
+    if out.exists() or out.is_symlink():
+        raise UsageError(
+            f"{out} exists and init never overwrites a file: name another with --out CONFIG"
+        )
+    if not out.parent.is_dir():
+        raise UsageError(f"no such folder for --out: {out.parent}")
+    with _showing_progress(args, f"surveying {visible(str(folder))}"):
+        scaffold = scaffold_config(folder)
+    try:
+        write_atomic(out, scaffold.text)
+    except OSError as err:
+        raise UsageError(f"cannot write {out}: {err.strerror}") from None
+    print("\n".join(scaffold.found))
+    print(f"wrote {visible(str(out))}")
+    errors = [d for d in scaffold.diagnostics if d.is_error]
+    if scaffold.diagnostics:
+        print("check will report what no setting fixes:")
+        render_diagnostics(scaffold.diagnostics, Console())
+    config = shlex.quote(str(out))
+    fix = "fix what is reported above, then\n      " if errors else ""
+    print(f"next: {fix}typedpipe check {config}\n      typedpipe train {config}")
+    return EXIT_INVALID if errors else EXIT_OK
+
+
 def cmd_doctor(args) -> int:
     import jax
 
@@ -642,6 +679,12 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--steps", type=_positive_int, default=50)
     bench.add_argument("--devices", type=_positive_int, help="data-parallel device count")
+    init = commands.add_parser(
+        "init", help="survey an image folder and write a config that passes check"
+    )
+    init.add_argument("folder", help="a folder with one sub-folder of images per class")
+    init.add_argument("--out", metavar="CONFIG", help="the config to write (default <folder>.toml)")
+    init.set_defaults(handler=cmd_init, json=False)
     doctor = commands.add_parser("doctor", help="what JAX sees on this machine")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(handler=cmd_doctor)

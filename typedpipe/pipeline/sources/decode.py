@@ -113,6 +113,8 @@ def target_mode(stored: str, setting: str) -> str | None:
 
 def dropped(stored: str, setting: str) -> str:
     """What decoding a `stored` file under `setting` throws away ("" when nothing)."""
+    if setting == "gray" and stored in ("LA", "La"):
+        return "transparency"
     if setting == "gray" and stored not in DEEP_MODES and stored not in ("L", "1"):
         return "colour" + (" and transparency" if "A" in stored else "")
     if setting == "rgb" and stored in ("RGBA", "LA", "PA", "La", "RGBa"):

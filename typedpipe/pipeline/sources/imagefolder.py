@@ -74,6 +74,8 @@ class FolderOptions:
     path: DataPath
     mode: Literal["rgb", "gray", "keep"] = "keep"
     size: DecodeSize | None = None
+    # What `mode` may throw away without a warning: said once, on purpose.
+    drop: tuple[Literal["colour", "transparency"], ...] = ()
 
 
 class ImageFolder(Source):
@@ -401,13 +403,16 @@ def _lossy(
                 items=tuple(f"{name(h.path)} ({h.mode})" for h in refused),
             )
         )
-    losing = [(h, dropped(h.mode, setting)) for h in readable]
+    losing = [(h, _unaccepted(dropped(h.mode, setting), options)) for h in readable]
     losing = [(h, what) for h, what in losing if what]
     if losing:
         keep = (
             'decode with mode = "rgb" (3 channels) or "keep" to keep colour'
             if setting == "gray"
             else 'decode with mode = "keep" (4 channels) to keep transparency'
+        )
+        accept = ", ".join(
+            f'"{w}"' for w in sorted({p for _, w in losing for p in w.split(" and ")})
         )
         found.append(
             Diagnostic(
@@ -417,7 +422,7 @@ def _lossy(
                 stage="data",
                 expected="a decode that keeps what the files hold",
                 got=", ".join(sorted({h.mode for h, _ in losing})),
-                hint=f"if that is intended, nothing to do; else {keep}",
+                hint=f"if that is intended, say so: drop = [{accept}] under [data]; else {keep}",
                 severity="warning",
                 items=tuple(f"{name(h.path)} ({h.mode}: {w})" for h, w in losing),
             )
@@ -567,6 +572,11 @@ def _mixed(headers: list[Header], options: FolderOptions, name) -> list[Diagnost
             )
         )
     return found
+
+
+def _unaccepted(what: str, options: FolderOptions) -> str:
+    """What a decode drops ("colour and transparency") less what `drop` accepts."""
+    return " and ".join(part for part in what.split(" and ") if part and part not in options.drop)
 
 
 def _target(header: Header, options: FolderOptions) -> str:
