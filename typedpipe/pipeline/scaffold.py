@@ -33,8 +33,10 @@ from typedpipe.pipeline.config import Config, parse_config
 from typedpipe.pipeline.sources import split_indices
 from typedpipe.pipeline.sources.decode import DEEP_MODES, Header, dropped
 from typedpipe.pipeline.sources.imagefolder import (
+    DecodeMode,
     FolderOptions,
     FolderScan,
+    Loss,
     scan_folder,
     survey_folder,
 )
@@ -46,6 +48,7 @@ MAX_SIDE = 64
 _FRACTIONS = ((0.1, 0.2), (0.0, 0.2), (0.0, 0.0))
 
 _GRAY_MODES = frozenset({"L", "LA", "La"})
+_LOSSES: tuple[Loss, ...] = ("colour", "transparency")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,13 +109,13 @@ def plain_name(folder: str | Path) -> str:
     return cleaned or "images"
 
 
-def _mode(headers: list[Header]) -> tuple[str, tuple[str, ...]]:
+def _mode(headers: list[Header]) -> tuple[DecodeMode, tuple[Loss, ...]]:
     """The decode mode for these files, and what it drops on purpose."""
     modes = {h.mode for h in headers}
     # "gray" keeps 16-bit and float depth; mixed with colour files, check says so.
-    mode = "gray" if modes <= _GRAY_MODES or modes & DEEP_MODES else "rgb"
-    lost = {part for m in modes for part in dropped(m, mode).split(" and ") if part}
-    return mode, tuple(sorted(lost))
+    mode: DecodeMode = "gray" if modes <= _GRAY_MODES or modes & DEEP_MODES else "rgb"
+    lost = {part for m in modes for part in dropped(m, mode).split(" and ")}
+    return mode, tuple(loss for loss in _LOSSES if loss in lost)
 
 
 def _size(headers: list[Header]) -> tuple[int, int] | None:

@@ -69,13 +69,18 @@ DecodeSize = Annotated[
 ]
 
 
+DecodeMode = Literal["rgb", "gray", "keep"]
+#: What a decode mode can throw away.
+Loss = Literal["colour", "transparency"]
+
+
 @dataclasses.dataclass(frozen=True)
 class FolderOptions:
     path: DataPath
-    mode: Literal["rgb", "gray", "keep"] = "keep"
+    mode: DecodeMode = "keep"
     size: DecodeSize | None = None
     # What `mode` may throw away without a warning: said once, on purpose.
-    drop: tuple[Literal["colour", "transparency"], ...] = ()
+    drop: tuple[Loss, ...] = ()
 
 
 class ImageFolder(Source):
