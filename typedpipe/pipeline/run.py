@@ -33,7 +33,7 @@ from typedpipe.pipeline.sources import RecordSource, Splits, Survey, split_indic
 from typedpipe.pipeline.train.callbacks import Checkpointing, History, NumericGuard
 from typedpipe.pipeline.train.checkpoint import Checkpoints
 from typedpipe.pipeline.train.loop import Callback, evaluate, fit
-from typedpipe.pipeline.train.sharding import Placement
+from typedpipe.pipeline.train.sharding import Placement, default_devices
 from typedpipe.pipeline.train.state import TrainState
 from typedpipe.pipeline.train.step import Train, make_train
 
@@ -73,7 +73,8 @@ def train_run(
         epochs: overrides `[train] epochs`.
         max_steps: stop once the run has taken this many steps (a checkpoint is written).
         resume: continue from the newest checkpoint in `out`, exactly where it stopped.
-        devices: data-parallel devices (default 1; with several processes, all of theirs).
+        devices: data-parallel devices (default: `default_devices`: one accelerator,
+            every CPU core where the step is big enough, every device of several processes).
         callbacks: your own, run after typedpipe's (progress bars, early stopping).
         on_phase: told what the run is doing before training starts.
 
@@ -89,8 +90,7 @@ def train_run(
     """
     if epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    # One device by default; every device of every process when there are several.
-    placement = Placement(devices=devices or (None if jax.process_count() > 1 else 1))
+    placement = Placement(devices=devices or default_devices(config))
     on_phase("checking the pipeline and its data")
     source = config.source()
     survey = source.survey()

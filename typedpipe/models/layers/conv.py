@@ -15,6 +15,7 @@ from typedpipe.models.layers.base import (
     out_expr,
     spatial_out,
 )
+from typedpipe.models.layers.lowering import conv2d
 
 
 class Conv(Layer):
@@ -42,6 +43,8 @@ class Conv(Layer):
         self.activation = activation
         self.rows = out_expr("h", kernel, stride, padding)
         self.cols = out_expr("w", kernel, stride, padding)
+        # flax's Conv holds the parameters (their initialisers, their names in
+        # checkpoints); the math is `conv2d`, lowered for the backend.
         self.conv = nnx.Conv(
             in_features,
             features,
@@ -65,4 +68,7 @@ class Conv(Layer):
         self, x: Float[Array, "b h w {self.in_features}"]
     ) -> Float[Array, "b {self.rows} {self.cols} {self.features}"]:
         self.output_shape(x.shape[1:])
-        return self.activate(self.conv(x))
+        y = conv2d(x, self.conv.kernel[...], self.stride, self.padding)
+        if self.conv.bias is not None:
+            y = y + self.conv.bias[...]
+        return self.activate(y)

@@ -4,7 +4,6 @@ import math
 from collections.abc import Callable
 from typing import ClassVar
 
-import jax
 from flax import nnx
 from jaxtyping import Array, Float
 
@@ -18,6 +17,7 @@ from typedpipe.models.layers.base import (
     out_expr,
     spatial_out,
 )
+from typedpipe.models.layers.lowering import avg_pool, max_pool
 
 
 class _Pool(Layer):
@@ -52,29 +52,21 @@ class _Pool(Layer):
     @contract
     def __call__(self, x: Float[Array, "b h w c"]) -> Float[Array, "b {self.rows} {self.cols} c"]:
         self.output_shape(x.shape[1:])
-        window, stride = (self.window, self.window), (self.stride, self.stride)
-        return type(self).reduce(x, window, strides=stride, padding=self.padding.upper())
+        return type(self).reduce(x, self.window, self.stride, self.padding)
 
 
 class MaxPool(_Pool):
     """Max pooling. `b h w c -> b h' w' c`."""
 
     kind = "maxpool"
-    reduce = staticmethod(nnx.max_pool)
-
-
-def _average_pool(x: Array, window, strides, padding: str) -> Array:
-    # flax's avg_pool divides by a NumPy int64, which strict dtype promotion
-    # rejects; a Python float divides weakly typed, in the input's dtype.
-    total = nnx.pool(x, 0.0, jax.lax.add, window, strides, padding)
-    return total / float(math.prod(window))
+    reduce = staticmethod(max_pool)
 
 
 class AvgPool(_Pool):
     """Average pooling (padding counted, as in flax). `b h w c -> b h' w' c`."""
 
     kind = "avgpool"
-    reduce = staticmethod(_average_pool)
+    reduce = staticmethod(avg_pool)
 
 
 class GlobalAvgPool(Layer):

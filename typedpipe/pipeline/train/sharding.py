@@ -5,11 +5,17 @@ process reads its own share of every batch and hands it to
 `jax.make_array_from_process_local_data`.
 """
 
+import os
+
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from typedpipe.contracts import ConfigError, Diagnostic
+from typedpipe.contracts import ConfigError, ContractError, Diagnostic
+from typedpipe.models import build_model
+from typedpipe.models.summary import layer_rows
+from typedpipe.pipeline.config import Config
 
 
 class Placement:
@@ -78,6 +84,53 @@ class Placement:
     def replicate(self, tree):
         """A copy of `tree` on every device of the mesh (of every process)."""
         return jax.jit(lambda t: t, out_shardings=self.replicated)(tree)
+
+
+def use_every_cpu_core() -> None:
+    """Give JAX's CPU backend one device per core, so that data parallelism uses every core.
+
+    XLA's CPU backend runs each fused loop on one thread; only its matmuls use
+    more. A batch sharded over one device per core runs every op on every core.
+    Call it before JAX starts a backend (the CLI does, first thing); it keeps a
+    device count the user chose (XLA_FLAGS, JAX_NUM_CPU_DEVICES) and leaves a
+    backend already running alone.
+    """
+    chosen = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if chosen or "JAX_NUM_CPU_DEVICES" in os.environ:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
+    except RuntimeError:  # a backend already runs (a library caller): its devices stay
+        return
+
+
+#: Below this many FLOPs per step and device, splitting a batch costs more than it gains.
+SHARD_FLOPS = 2e9
+
+
+def default_devices(config: Config) -> int:
+    """Devices to train `config` on when the user names none.
+
+    Several processes: all of theirs. The CPU backend: as many of its devices
+    (one per core, `use_every_cpu_core`) as divide the batch, when the step is
+    big enough for each share to pay for the split. Accelerators: one.
+    """
+    devices = jax.devices()
+    if jax.process_count() > 1:
+        return len(devices)
+    if devices[0].platform != "cpu" or len(devices) == 1:
+        return 1
+    m, batch_size = config.model, config.train.batch_size
+    try:
+        model = nnx.eval_shape(
+            lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
+        )
+    except (ConfigError, ContractError):  # `check` reports why; train on one device
+        return 1
+    # Forward and backward: about three forward passes.
+    step_flops = 3 * batch_size * sum(row.flops for row in layer_rows(model))
+    usable = [n for n in range(1, len(devices) + 1) if batch_size % n == 0]
+    return max((n for n in usable if step_flops / n >= SHARD_FLOPS), default=1)
 
 
 def join_cluster(
