@@ -335,3 +335,17 @@ def test_transparency_dropped_on_purpose_is_not_warned_about(tmp_path):
     gray = parse_config(data.replace('"rgb"', '"gray"') + 'drop = ["transparency"]\n')
     (warning,) = gray.source().survey().diagnostics
     assert warning.message == 'mode = "gray" drops the colour of 6 file(s)'
+
+
+def test_a_file_damaged_after_the_check_is_named_when_training_reads_it(tmp_path):
+    _folder(tmp_path)
+    config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n')
+    source = config.source()
+    records = source.records(source.survey())
+    (tmp_path / "cat" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # after a clean check
+    with pytest.raises(ContractError) as caught:
+        read_batch(records, np.arange(len(records)))
+    diagnostic = caught.value.diagnostic
+    assert (diagnostic.code, diagnostic.items) == ("data.corrupt", ("cat/1.png",))
+    assert diagnostic.message.startswith("1 file(s) cannot be used: cat/1.png: ")
+    assert diagnostic.expected == "readable uint8 b 10 12 3 in [0, 255] images"
