@@ -37,6 +37,7 @@ from typedpipe.pipeline.export import ExportedModel as ExportedModel
 from typedpipe.pipeline.run import train_run as train_run
 from typedpipe.pipeline.sources import SOURCES as SOURCES
 from typedpipe.pipeline.sources import ArraySource as ArraySource
+from typedpipe.pipeline.sources import Batch as Batch
 from typedpipe.pipeline.sources import Source as Source
 from typedpipe.pipeline.sources import Survey as Survey
 from typedpipe.pipeline.sources import register_source as register_source
