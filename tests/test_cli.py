@@ -470,3 +470,12 @@ def test_piped_train_names_numeric_nonfinite_whole_on_one_line(tmp_path):
     assert run.returncode == EXIT_NUMERIC, run.stderr
     assert re.search(r"^error +numeric\.nonfinite +in \S+$", run.stderr, re.M), run.stderr
     assert re.search(r"^1 error$", run.stderr, re.M)
+
+
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == EXIT_OK
+    assert capsys.readouterr().out == f"typedpipe {version('typedpipe')}\n"
