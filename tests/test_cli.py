@@ -371,7 +371,17 @@ def test_phases_past_a_second_get_a_bar_and_a_line_on_stderr():
     with listening(PhaseBars(progress, after_seconds=3600.0)):
         list(track(range(300), "decode", total=300))
     assert not progress.tasks
-    assert re.fullmatch(r"check files: 300 in \d+\.\d s\n", screen.getvalue())
+    steps = PhaseBars(progress, after_seconds=0.0)
+    steps.begin("compiling the step", progress.add_task("train", total=None, status=""))
+    assert progress.tasks[0].fields["status"] == "compiling the step"
+    steps.begin("opening the data")
+    steps.end()
+    steps.end()  # nothing is running: no line
+    assert re.fullmatch(
+        r"check files: 300 in \d+\.\d s\n"
+        r"compiling the step in \d+\.\d s\nopening the data in \d+\.\d s\n",
+        screen.getvalue(),
+    )
 
 
 def _typedpipe(*argv: str) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -204,16 +205,34 @@ class PhaseBars:
 
     A phase that ends after more than a second also leaves one line ("check files:
     10,000 in 3.2 s") on stderr, so a log shows where the time went. Never stdout.
+    Steps that are no loop (checking, compiling) are timed with `begin` and `end`.
     """
 
     def __init__(self, progress, after_seconds: float = 1.0):
         self.progress = progress
         self.after_seconds = after_seconds
         self.running: dict[str, tuple[float, object]] = {}  # phase -> (start, task id or None)
+        self.step: tuple[str, float] | None = None
+
+    def begin(self, what: str, task=None) -> None:
+        """A step begins and the one before ends; `task`'s status, if given, names it."""
+        self.end()
+        self.step = (what, time.monotonic())
+        if task is not None:
+            self.progress.update(task, status=what)
+
+    def end(self) -> None:
+        """The current step ends: one line if it took more than a second."""
+        if self.step is not None:
+            what, start = self.step
+            self.step = None
+            self._took(visible(what), time.monotonic() - start)
+
+    def _took(self, what: str, seconds: float) -> None:
+        if seconds >= self.after_seconds:
+            self.progress.console.print(f"{escape(what)} in {seconds:.1f} s", highlight=False)
 
     def __call__(self, phase: str, done: int, total: int | None) -> None:
-        import time
-
         now = time.monotonic()
         if done == 0 and phase not in self.running:
             self.running[phase] = (now, None)
@@ -230,10 +249,7 @@ class PhaseBars:
             del self.running[phase]
             if task is not None:
                 self.progress.remove_task(task)
-            if now - start >= self.after_seconds:
-                self.progress.console.print(
-                    f"{escape(visible(phase))}: {done:,} in {now - start:.1f} s", highlight=False
-                )
+            self._took(f"{visible(phase)}: {done:,}", now - start)
 
 
 @contextlib.contextmanager
@@ -241,9 +257,12 @@ def _showing_progress(args, what: str):
     """Around a command: its long phases as bars (or lines) on stderr, and `what` it does."""
     from typedpipe import progress as phases
 
-    with _progress_bars(args) as bars, phases.listening(PhaseBars(bars)):
-        bars.add_task(what, total=None, status="")
-        yield
+    with _progress_bars(args) as bars:
+        listener = PhaseBars(bars)
+        listener.begin(what, bars.add_task(what, total=None, status=""))
+        with phases.listening(listener):
+            yield
+        listener.end()
 
 
 def cmd_check(args) -> int:
@@ -323,13 +342,15 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / config.name
     progress = _progress_bars(args)
     task = progress.add_task(f"train {config.name}", total=None, status="")
+    listener = PhaseBars(progress)  # tracked loops, and the steps before training
 
     class ShowProgress(Callback):
         """The progress bar (the last batch's loss, read every 10 steps) and one line per
         epoch (the epoch's mean train loss and accuracy, then val)."""
 
         def on_train_start(self, loop) -> None:
-            progress.update(task, total=loop.total_steps, completed=loop.step)
+            listener.end()
+            progress.update(task, total=loop.total_steps, completed=loop.step, status="")
 
         def on_step_end(self, loop, batch, metrics) -> None:
             if loop.step % 10 == 0 or loop.step == loop.total_steps:
@@ -343,7 +364,7 @@ def cmd_train(args) -> int:
     from typedpipe.pipeline.train.loop import Interrupted
 
     try:
-        with progress, phases.listening(PhaseBars(progress)):
+        with progress, phases.listening(listener):
             metrics = train_run(
                 config,
                 out,
@@ -352,7 +373,7 @@ def cmd_train(args) -> int:
                 resume=args.resume,
                 devices=args.devices,
                 callbacks=[] if quiet else [ShowProgress()],
-                on_phase=lambda what: progress.update(task, status=what),
+                on_phase=lambda what: listener.begin(what, task),
             )
     except Interrupted as stop:
         resume = f"typedpipe train {args.config or ''} --out {out} --resume".replace("  ", " ")
