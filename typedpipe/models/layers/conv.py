@@ -70,5 +70,5 @@ class Conv(Layer):
         self.output_shape(x.shape[1:])
         y = conv2d(x, self.conv.kernel[...], self.stride, self.padding)
         if self.conv.bias is not None:
-            y = y + self.conv.bias[...]
+            y = y + self.conv.bias[...].reshape(1, 1, 1, -1)  # explicit rank: strict promotion
         return self.activate(y)

@@ -12,6 +12,7 @@ from typedpipe.pipeline.sources.digits import Digits
 from typedpipe.pipeline.sources.imagefolder import ImageFolder
 from typedpipe.pipeline.sources.loader import Batch as Batch
 from typedpipe.pipeline.sources.loader import batches as batches
+from typedpipe.pipeline.sources.loader import training_batches as training_batches
 from typedpipe.pipeline.sources.npz import Npz
 from typedpipe.pipeline.sources.split import Splits as Splits
 from typedpipe.pipeline.sources.split import split_indices as split_indices

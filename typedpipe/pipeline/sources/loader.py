@@ -7,6 +7,7 @@ exactly the batches it would have seen, by skipping whole batches of indices
 """
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,9 +52,8 @@ def batches(
         records: any random-access record source.
         indices: which records (a split).
         batch_size: the global batch; each of `shard`'s processes reads its share.
-        shuffle_seed: shuffle each epoch (and drop the last partial batch, so
-            every step has one shape); None reads in order and pads the last
-            batch, its padding rows masked out.
+        shuffle_seed: one epoch of `training_batches`; None reads in order and
+            pads the last batch, its padding rows masked out (evaluation).
         epoch: which epoch's order.
         skip: batches of this epoch already consumed (resuming mid-epoch).
         shard: (this process, process count); default `jax.process_index()` of
@@ -64,26 +64,78 @@ def batches(
         >>> [b.mask.sum() for b in batches(records, np.arange(10), 4)]
         [4, 4, 2]
     """
+    if shuffle_seed is not None:
+        per_epoch = len(indices) // batch_size
+        start, stop = epoch * per_epoch + skip, (epoch + 1) * per_epoch
+        return training_batches(
+            records, indices, batch_size, seed=shuffle_seed, start=start, stop=stop, shard=shard
+        )
     import grain
 
+    indices = np.asarray(indices)
+
+    def read(position: int) -> Batch:
+        rows = indices[position * batch_size : (position + 1) * batch_size]
+        return _read_rows(records, rows, batch_size, shard)
+
+    count = -(-len(indices) // batch_size)
+
+    return iter(grain.MapDataset.range(count).map(read).to_iter_dataset(_options(records)))
+
+
+def training_batches(
+    records: RecordSource,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    start: int,
+    stop: int,
+    shard: tuple[int, int] | None = None,
+) -> Iterator[Batch]:
+    """The batches of training steps `start` to `stop`, across epochs, in one Grain pipeline.
+
+    Step s reads batch s % (steps per epoch) of epoch s // (steps per epoch),
+    each epoch shuffled by `epoch_seed(seed, epoch)`; the last partial batch of
+    an epoch is dropped, so that every step has one shape. One pipeline for the
+    whole run keeps reading ahead while an epoch ends (validation, checkpoints).
+    """
+    import grain
+
+    per_epoch = len(indices) // batch_size
+    source = grain.MapDataset.source(np.asarray(indices))
+
+    @functools.lru_cache(maxsize=2)  # the epoch being read, and the next
+    def order(epoch: int):
+        return source.shuffle(seed=epoch_seed(seed, epoch))
+
+    def read(step: int) -> Batch:
+        epoch, position = divmod(step, per_epoch)
+        shuffled = order(epoch)
+        chosen = [shuffled[i] for i in range(position * batch_size, (position + 1) * batch_size)]
+        return _read_rows(records, np.asarray(chosen), batch_size, shard)
+
+    steps = grain.MapDataset.range(start, stop).map(read)
+    return iter(steps.to_iter_dataset(_options(records)))
+
+
+def _read_rows(
+    records: RecordSource, rows: np.ndarray, batch_size: int, shard: tuple[int, int] | None
+) -> Batch:
+    """This process's rows of one global batch; a short (last) batch is padded with the
+    first row, its padding masked out."""
     index, count = shard or (jax.process_index(), jax.process_count())
     per_process = batch_size // count
-    dataset = grain.MapDataset.source(np.asarray(indices))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(seed=epoch_seed(shuffle_seed, epoch))
     # Each process takes its rows of every global batch, so that the global batch is
     # the same, in the same order, on any number of processes.
-    mine = slice(index * per_process, (index + 1) * per_process)
-    dataset = dataset.batch(batch_size, drop_remainder=shuffle_seed is not None)[skip:]
-    filler = np.asarray(indices[:1])  # pads a short batch; its rows are masked out
+    mine = rows[index * per_process : (index + 1) * per_process]
+    padded = np.concatenate([mine, np.repeat(rows[:1], per_process - len(mine))])
+    images, labels = read_batch(records, padded)
+    return Batch(images, labels, np.arange(per_process) < len(mine))
 
-    def read(batch_indices: np.ndarray) -> Batch:
-        chosen = batch_indices[mine]
-        real = len(chosen)
-        padded = np.concatenate([chosen, np.repeat(filler, per_process - real)])
-        images, labels = read_batch(records, padded)
-        return Batch(images, labels, np.arange(per_process) < real)
+
+def _options(records: RecordSource):
+    import grain
 
     threads = getattr(records, "read_threads", 1)
-    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=PREFETCH * threads)
-    yield from dataset.map(read).to_iter_dataset(options)
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=PREFETCH * threads)

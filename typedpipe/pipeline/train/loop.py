@@ -8,6 +8,7 @@ and the position in it follow from `state.step`, and the loader replays the
 same data order from the seed.
 """
 
+import collections
 import contextlib
 import dataclasses
 import signal
@@ -20,7 +21,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from typedpipe.files import failpoint
-from typedpipe.pipeline.sources import Batch, RecordSource, Splits, batches
+from typedpipe.pipeline.sources import Batch, RecordSource, Splits, batches, training_batches
 from typedpipe.pipeline.train.sharding import Placement
 from typedpipe.pipeline.train.state import TrainState
 from typedpipe.pipeline.train.step import Metrics, Train
@@ -179,43 +180,60 @@ def fit(
 
 
 def _run(train, loop: Loop, records, splits, seed, key, placement, callbacks, step_fn, eval_fn):
-    """The epochs of `fit`, from `loop.step` on."""
-    start, total, batch_size = loop.step, loop.total_steps, loop.batch_size
-    steps_per_epoch = loop.steps_per_epoch
+    """The steps of `fit`, from `loop.step` on, reading one pipeline for all epochs."""
+    start, steps_per_epoch = loop.step, loop.steps_per_epoch
+    host_batches = training_batches(
+        records, splits.train, loop.batch_size, seed=seed, start=start, stop=loop.total_steps
+    )
+    epoch_started = time.perf_counter()
+    clock, paused = epoch_started, 0.0  # the timed steps start after the first one compiled
     try:
-        while loop.step < total and not loop.should_stop:
-            epoch, skip = divmod(loop.step, steps_per_epoch)
-            loop.epoch = epoch
-            started = clock = time.perf_counter()
-            first = loop.step
-            for batch in batches(
-                records, splits.train, batch_size, shuffle_seed=seed, epoch=epoch, skip=skip
-            ):
-                loop.state, metrics = step_fn(loop.state, placement.put(batch), key)
-                loop.step += 1
-                failpoint("step")
-                if loop.step == start + 1:  # the first step compiled: time from here
-                    jax.block_until_ready(metrics)
-                    clock, first = time.perf_counter(), loop.step
-                for callback in callbacks:
-                    callback.on_step_end(loop, batch, metrics)
-                if loop.should_stop or loop.step >= total:
-                    break
-            jax.block_until_ready(loop.state.step)
-            loop.timed_steps += loop.step - first
-            loop.timed_seconds += time.perf_counter() - clock if loop.step > first else 0.0
-            if loop.step % steps_per_epoch == 0 and loop.step > start:
-                stats = _epoch_stats(train, loop, records, splits.val, eval_fn, placement, started)
+        for batch, on_devices in _ahead(host_batches, placement):
+            loop.epoch = loop.step // steps_per_epoch
+            loop.state, metrics = step_fn(loop.state, on_devices, key)
+            loop.step += 1
+            failpoint("step")
+            if loop.step == start + 1:
+                jax.block_until_ready(metrics)
+                clock = time.perf_counter()
+            for callback in callbacks:
+                callback.on_step_end(loop, batch, metrics)
+            if loop.step % steps_per_epoch == 0:  # validation and checkpoints are not timed
+                jax.block_until_ready(loop.state.step)
+                pause_started = time.perf_counter()
+                stats = _epoch_stats(
+                    train, loop, records, splits.val, eval_fn, placement, epoch_started
+                )
                 for callback in callbacks:
                     callback.on_epoch_end(loop, stats)
+                epoch_started = time.perf_counter()
+                paused += epoch_started - pause_started
+            if loop.should_stop:
+                break
+        jax.block_until_ready(loop.state.step)
+        if loop.step > start + 1:
+            loop.timed_steps += loop.step - start - 1
+            loop.timed_seconds += time.perf_counter() - clock - paused
     finally:
         for callback in callbacks:
             callback.on_train_end(loop)
 
 
+def _ahead(host_batches: Iterator[Batch], placement: Placement, depth: int = 2):
+    """(host batch, device batch) pairs, `depth` of them already on the devices: the
+    copy of the next batch overlaps the step in flight."""
+    queue: collections.deque = collections.deque()
+    for batch in host_batches:
+        queue.append((batch, placement.put(batch)))
+        if len(queue) > depth:
+            yield queue.popleft()
+    yield from queue
+
+
 def _epoch_stats(
     train, loop: Loop, records, val_indices, eval_fn, placement, started
 ) -> EpochStats:
+    """The epoch's training sums (kept on the devices), its validation, and its seconds."""
     sums = jax.device_get(loop.state.epoch)
     val = evaluate(train, loop.state, records, val_indices, loop.batch_size, placement, eval_fn)
     return EpochStats(
