@@ -19,7 +19,15 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/pytest -n auto
 
-bench: $(VENV)/.installed
+# PyTorch's CPU wheel for the peer column; without it the harness skips PyTorch with a note.
+TORCH_CPU ?= torch==2.13.0+cpu
+$(VENV)/.bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet "$(TORCH_CPU)" \
+		--extra-index-url https://download.pytorch.org/whl/cpu \
+		|| echo "no PyTorch CPU wheel: the PyTorch peer is skipped"
+	touch $@
+
+bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.run
 
 lint: $(VENV)/.installed

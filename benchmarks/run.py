@@ -1,6 +1,12 @@
-"""`make bench`: run every benchmark and write benchmarks/results/<device>.json."""
+"""`make bench`: run every benchmark and write benchmarks/results/<device>.json, with the
+training comparison as <device>.md (a table) and <device>.png (a chart).
+
+    python -m benchmarks.run                    # everything
+    python -m benchmarks.run training loop      # some; the file keeps the others' last results
+"""
 
 import json
+import os
 import platform
 import re
 import sys
@@ -9,29 +15,55 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import contract_overhead, folder_check, hostile_input, import_time, streaming
+from benchmarks import (
+    contract_overhead,
+    folder_check,
+    hostile_input,
+    import_time,
+    loop,
+    streaming,
+    training,
+)
 
 RESULTS = Path(__file__).parent / "results"
+BENCHMARKS = {
+    "training": training.run,
+    "loop": loop.run,
+    "contract_overhead": contract_overhead.run,
+    "folder_check": folder_check.run,
+    "import_time": import_time.run,
+    "streaming": streaming.run,
+    "hostile_input": hostile_input.run,
+}
 
 
 def main() -> int:
+    chosen = sys.argv[1:] or list(BENCHMARKS)
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
+        return 2
     device = jax.devices()[0]
     kind = f"{device.platform}-{device.device_kind}"
-    record = {
+    stem = re.sub(r"[^A-Za-z0-9.]+", "-", kind).strip("-").lower()
+    path = RESULTS / f"{stem}.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record |= {
         "device": kind,
         "device_count": jax.device_count(),
+        "cores": len(os.sched_getaffinity(0)),
         "host": platform.processor() or platform.machine(),
         "jax": jax.__version__,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "contract_overhead": contract_overhead.run(),
-        "folder_check": folder_check.run(),
-        "import_time": import_time.run(),
-        "streaming": streaming.run(),
-        "hostile_input": hostile_input.run(),
     }
+    for name in chosen:
+        print(f"running {name}", file=sys.stderr)
+        record[name] = BENCHMARKS[name]()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{re.sub(r'[^A-Za-z0-9.]+', '-', kind).strip('-').lower()}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
+    if "training" in record:
+        (RESULTS / f"{stem}.md").write_text(training.markdown(record["training"], kind))
+        training.chart(record["training"], kind, RESULTS / f"{stem}.png")
     json.dump(record, sys.stdout, indent=2)
     print(f"\nwritten to {path}", file=sys.stderr)
     return 0

@@ -33,7 +33,9 @@ def _measure_typedpipe(workload: str, checked: bool) -> dict:
     from typedpipe import load_config
     from typedpipe.contracts import unchecked
     from typedpipe.pipeline.bench import bench_step
+    from typedpipe.pipeline.train.sharding import use_every_cpu_core
 
+    use_every_cpu_core()  # as `typedpipe bench` and `train` do
     path, _, _, steps = WORKLOADS[workload]
     config = load_config(ROOT / path)
     if checked:
