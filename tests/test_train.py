@@ -123,6 +123,19 @@ def test_data_parallel_over_four_devices_matches_one(tmp_path):
     assert abs(sharded["test_loss"] - single["test_loss"]) < 1e-2 * single["test_loss"] + 1e-3
 
 
+def test_default_devices_split_a_big_enough_step_over_every_cpu_device(monkeypatch):
+    from typedpipe.pipeline.train import sharding
+
+    config = parse_config("[train]\nbatch_size = 6\n")  # small_cnn on digits
+    monkeypatch.setattr(sharding, "SHARD_FLOPS", 0.0)  # any step is worth splitting
+    assert sharding.default_devices(config) == 3  # of 4 devices, the most that divide 6
+    monkeypatch.setattr(sharding, "SHARD_FLOPS", float("inf"))  # none is
+    assert sharding.default_devices(config) == 1
+    broken = parse_config('[model]\nname = "sequential"\nlayers = [{type = "dense", features = 3}]')
+    monkeypatch.setattr(sharding, "SHARD_FLOPS", 0.0)
+    assert sharding.default_devices(broken) == 1  # check reports the model; train on one
+
+
 def nan_config(**train):
     text = """
     [model]
