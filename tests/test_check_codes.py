@@ -311,7 +311,9 @@ def test_the_items_name_the_offending_files_and_indices(tmp_path, capsys):
     assert result["diagnostics"][0]["items"] == ["#7", "#31"]
     _, result = check(capsys, tmp_path, data_mode_mixed(True, tmp_path))
     assert result["diagnostics"][0]["items"] == ["class2/gray.png (L)"]
-    assert result["diagnostics"][0]["hint"] == 'decode to one mode: mode = "rgb" under [data]'
+    assert result["diagnostics"][0]["hint"] == (
+        'mode = "rgb" under [data] (the model takes 3 channels)'
+    )
 
 
 def test_memory_hint_names_a_batch_size_that_then_passes(tmp_path, capsys):

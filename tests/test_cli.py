@@ -114,7 +114,7 @@ def test_config_errors_exit_1_with_json(tmp_path, capsys):
     code, result = run_json(capsys, "check", str(config))
     assert code == EXIT_INVALID
     assert result["diagnostics"][0]["code"] == "config.unknown_key"
-    assert result["diagnostics"][0]["hint"] == "did you mean 'epochs'?"
+    assert result["diagnostics"][0]["hint"] == "rename epocs to epochs under [train]"
 
 
 def test_missing_file_is_a_usage_error(tmp_path, capsys):

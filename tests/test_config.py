@@ -32,7 +32,7 @@ def test_unknown_key_names_key_line_and_suggestion():
     (diagnostic,) = info.value.diagnostics
     assert diagnostic.code == "config.unknown_key"
     assert diagnostic.got == "learning_rat"
-    assert diagnostic.hint == "did you mean 'learning_rate'?"
+    assert diagnostic.hint == "rename learning_rat to learning_rate under [train]"
     assert diagnostic.message.startswith("my.toml:5: unknown key 'learning_rat' in [train]")
 
 
@@ -58,7 +58,7 @@ def test_registered_names_are_listed_with_the_closest_one():
     assert diagnostic.code == "config.unknown_name"
     assert diagnostic.message == "c.toml:2: no optimizer named 'adamm'"
     assert diagnostic.expected == "adam | adamw | sgd"
-    assert diagnostic.hint == "optimizer = \"adam\" (did you mean 'adam'?)"
+    assert diagnostic.hint == "optimizer = \"adam\" under [train] (did you mean 'adam'?)"
 
 
 @pytest.mark.parametrize(

@@ -138,8 +138,10 @@ def test_user_extensions_get_the_same_strict_checks(user_module):
     with pytest.raises(typedpipe.ConfigError) as info:
         typedpipe.parse_config(broken)
     found = {d.code: d for d in info.value.diagnostics}
-    assert found["config.unknown_key"].hint == "did you mean 'count'?"
-    assert found["config.unknown_model"].hint == "name = \"my_tiny\" (did you mean 'my_tiny'?)"
+    assert found["config.unknown_key"].hint == "rename cuont to count under [data]"
+    assert found["config.unknown_model"].hint == (
+        "name = \"my_tiny\" under [model] (did you mean 'my_tiny'?)"
+    )
     # The user's stage keeps its contract: float pixels reaching it are refused by name.
     swapped = CONFIG.replace('op = "my_invert"', 'op = "to_float"', 1).replace(
         '[[preprocess]]\nop = "to_float"\n\n[model]', '[[preprocess]]\nop = "my_invert"\n\n[model]'
@@ -159,7 +161,7 @@ def test_a_layer_entry_is_validated_when_the_config_is_parsed(user_module):
     (diagnostic,) = info.value.diagnostics
     assert diagnostic.code == "config.unknown_key"
     assert diagnostic.message.startswith("c.toml:17: ")
-    assert diagnostic.hint == "did you mean 'initial'?"
+    assert diagnostic.hint == "rename inital to initial in [model] layers[0] (my_gain)"
 
 
 def python(script: str) -> str:

@@ -116,7 +116,7 @@ def test_bad_layer_params_are_config_errors():
     with pytest.raises(ConfigError) as info:
         LAYERS["conv"].build((8, 8, 1), name="c", rngs=RNGS, features=4, paddin="same")
     assert info.value.diagnostic.code == "config.unknown_key"
-    assert info.value.diagnostic.hint == "did you mean 'padding'?"
+    assert info.value.diagnostic.hint == "rename paddin to padding in [model] layer c (conv)"
     with pytest.raises(ConfigError, match="no activation named 'rleu'"):
         LAYERS["dense"](4, 2, activation="rleu", rngs=RNGS)
 

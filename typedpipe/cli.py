@@ -49,8 +49,8 @@ class UsageError(Exception):
     """A bad command line: exit 2."""
 
 
-def _load(path: str | None):
-    from typedpipe.pipeline.config import load_config
+def _load(path: str | None, *, draft: bool = False):
+    from typedpipe.pipeline.config import load_config, load_draft
 
     if path is not None and not path.strip():
         raise UsageError(
@@ -59,7 +59,7 @@ def _load(path: str | None):
     config_path = Path(path) if path is not None else default_config_path()
     if not config_path.is_file():
         raise UsageError(f"no such config file: {config_path}")
-    return load_config(config_path)
+    return load_draft(config_path) if draft else load_config(config_path)
 
 
 def _shown(text: str, *, newlines: bool = True) -> str:
@@ -266,11 +266,11 @@ def _showing_progress(args, what: str):
 
 
 def cmd_check(args) -> int:
-    from typedpipe.pipeline.check import check_pipeline, errors
+    from typedpipe.pipeline.check import check_draft, errors
 
-    config = _load(args.config)
+    draft = _load(args.config, draft=True)  # config faults do not hide the data's
     with _showing_progress(args, "checking the pipeline and its data"):
-        diagnostics = check_pipeline(config)
+        diagnostics = check_draft(draft)
     ok = not errors(diagnostics)
     if args.json:
         _print_json(args, {"ok": ok, "diagnostics": [d.to_json() for d in diagnostics]})

@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar, overload
 
+from typedpipe.contracts import hints
 from typedpipe.contracts.diagnostics import Diagnostic
 from typedpipe.contracts.errors import ConfigError
 
@@ -78,13 +79,21 @@ class Registry(Generic[T]):
             return self._entries[name]
         raise ConfigError(self.unknown(name, where=where))
 
-    def unknown(self, name: object, *, where: str = "") -> Diagnostic:
-        """The diagnostic for a name that is not registered: the config line that fixes it."""
+    def unknown(self, name: object, *, where: str = "", place: str = "") -> Diagnostic:
+        """The diagnostic for a name that is not registered: the config line that fixes it.
+
+        Args:
+            name: the name as written.
+            where: `file:line` of the name, prefixed to the message.
+            place: the table or entry that holds it (`[train]`, `[[preprocess]] #2`), which
+                the fix names; by default the registry's table.
+        """
         names = self.names()
         prefix = f"{where}: " if where else ""
         close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
+        at = hints.at(place or self.table)
         if close:
-            hint = f'{self.key} = "{close[0]}" (did you mean {close[0]!r}?)'
+            hint = f'{self.key} = "{close[0]}" {at} (did you mean {close[0]!r}?)'
         else:
             hint = f"{self.key} = one of: {', '.join(repr(n) for n in names)}"
         return Diagnostic(

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 from beartype import BeartypeConf
 from beartype.door import is_bearable
 
+from typedpipe.contracts import hints
 from typedpipe.contracts.diagnostics import Diagnostic, config_value
 
 #: key -> (annotation, required)
@@ -34,7 +35,7 @@ class NameSet(Protocol):
     """What a `Registry` offers a schema: membership and the diagnostic for a miss."""
 
     def __contains__(self, name: object) -> bool: ...
-    def unknown(self, name: object, *, where: str = "") -> Diagnostic: ...
+    def unknown(self, name: object, *, where: str = "", place: str = "") -> Diagnostic: ...
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:
@@ -47,20 +48,32 @@ def suggest(name: str, valid: Iterable[str]) -> str:
 
 
 def unknown_keys(given: Iterable[str], valid: Iterable[str], where: str) -> list[Diagnostic]:
-    """One `config.unknown_key` diagnostic per key of `given` that `valid` lacks."""
+    """One `config.unknown_key` diagnostic per key of `given` that `valid` lacks.
+
+    The fix renames the key to the closest valid one, or removes it when none is close.
+    """
     valid = set(valid)
-    return [
-        Diagnostic(
-            "config.unknown_key",
-            f"unknown key {key!r} in {where}",
-            stage=where,
-            expected=", ".join(sorted(valid)),
-            got=key,
-            hint=suggest(key, valid),
+    found = []
+    for key in given:
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+        if close:
+            hint = f"rename {key} to {close[0]} {hints.at(where)}"
+        else:
+            listed = f"valid keys: {', '.join(sorted(valid))}" if valid else "it takes no keys"
+            hint = f"remove {key} from {where} ({listed})"
+        found.append(
+            Diagnostic(
+                "config.unknown_key",
+                f"unknown key {key!r} in {where}",
+                stage=where,
+                expected=", ".join(sorted(valid)),
+                got=key,
+                hint=hint,
+            )
         )
-        for key in given
-        if key not in valid
-    ]
+    return found
 
 
 def dataclass_schema(cls: type) -> dict[str, tuple[Any, bool]]:
@@ -148,12 +161,51 @@ def _name_set(hint: Any) -> NameSet | None:
     return None
 
 
+def dataclass_defaults(cls: type) -> dict[str, Any]:
+    """The default of each field of a dataclass that has one."""
+    return {
+        field.name: field.default
+        for field in dataclasses.fields(cls)
+        if field.default is not dataclasses.MISSING
+    }
+
+
+def _literals(hint: Any) -> tuple[Any, ...]:
+    """The values a `Literal` annotation allows (inside `Annotated` or `| None` too)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return typing.get_args(hint)
+    if origin is Annotated:
+        return _literals(typing.get_args(hint)[0])
+    if origin in (types.UnionType, typing.Union):
+        return tuple(value for arg in typing.get_args(hint) for value in _literals(arg))
+    return ()
+
+
+def _value_fix(
+    key: str, hint: Any, raw: Any, where: str, defaults: Mapping[str, Any], expected: str
+) -> str:
+    """The line that replaces a wrong value: the allowed value closest to it, else the default."""
+    choices = [c for c in _literals(hint) if isinstance(c, str)]
+    if choices and isinstance(raw, str):
+        by_case = {c.lower(): c for c in choices}
+        close = difflib.get_close_matches(raw.lower(), list(by_case), n=1, cutoff=0.6)
+        if close:
+            return hints.assign(where, **{key: by_case[close[0]]})
+    if key not in defaults:
+        return f"set {key} to {expected}"
+    if defaults[key] is None:
+        return f"remove {key} from {where} (the default: none)"
+    return f"{hints.assign(where, **{key: defaults[key]})} (the default)"
+
+
 def validate(
     schema: Schema,
     table: Mapping[str, Any],
     *,
     where: str,
     line: Callable[[str], str] = lambda key: "",
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Diagnostic]]:
     """The values of `table` that meet `schema`, and a diagnostic for each that does not.
 
@@ -162,6 +214,8 @@ def validate(
         table: the table as parsed from TOML.
         where: how a message names the table (`[train]`, `[model] layers[2] (conv)`).
         line: `file:line` of a key, for messages.
+        defaults: key -> the value a wrong one is best replaced by (its default), for
+            keys where that is always a sound choice; others get a description.
 
     Example:
         >>> validate({"epochs": (int, True)}, {"epochs": True}, where="[train]")[1][0].code
@@ -192,7 +246,7 @@ def validate(
         value = _tupled(raw)
         names = _name_set(hint)
         if names is not None and isinstance(value, str) and value not in names:
-            found.append(names.unknown(value, where=line(key) or where))
+            found.append(names.unknown(value, where=line(key) or where, place=where))
             continue
         wrong_bool = _holds_bool(value) and not _admits_bool(hint)
         if (
@@ -210,7 +264,7 @@ def validate(
                     stage=where,
                     expected=expected,
                     got=f"{key} = {raw!r}",
-                    hint=f"set {key} to {expected}",
+                    hint=_value_fix(key, hint, raw, where, defaults or {}, expected),
                 )
             )
             continue

@@ -9,6 +9,7 @@ from jaxtyping import Array, Float
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, contract
 from typedpipe.contracts.keys import validate
 from typedpipe.models.layers import LAYERS, Layer, Shape
+from typedpipe.models.layers.base import THIS_LAYER
 from typedpipe.models.zoo import MODELS, LayerEntry
 
 
@@ -68,9 +69,11 @@ def validate_entry(
     kind = params.pop("type", None)
     name = params.pop("name", None)
     if kind not in LAYERS:
-        return None, {}, [LAYERS.unknown(kind, where=line("layers") or where)]
+        return None, {}, [LAYERS.unknown(kind, where=line("layers") or where, place=where)]
     cls = LAYERS.get(kind)
-    values, found = validate(cls.params(), params, where=f"{where} ({kind})", line=line)
+    values, found = validate(
+        cls.params(), params, where=f"{where} ({kind})", line=line, defaults=cls.defaults()
+    )
     if name is not None and not isinstance(name, str):
         found.append(
             Diagnostic(
@@ -83,6 +86,69 @@ def validate_entry(
             )
         )
     return cls, {**values, "name": name if isinstance(name, str) else f"{kind}{index}"}, found
+
+
+def _place(model: str, index: int, entry: object) -> str:
+    """How a hint names a layer: its `[model] layers` entry, where the config wrote it."""
+    if model != "sequential" or not isinstance(entry, dict):
+        return ""
+    return f"[model] layers[{index}] ({entry.get('type')})"
+
+
+def _other_model(model: str) -> str:
+    """The fix for a named architecture too deep for its input: one that fits any input."""
+    if model == "small_cnn":
+        return "a larger [model] input: small_cnn needs at least 2x2"
+    return (
+        f'name = "small_cnn" under [model] (it takes any input of 2x2 or more), or a larger '
+        f"[model] input for {model}"
+    )
+
+
+# Layers after the logits layer that pass its values on unchanged (in evaluation).
+_PASS_THROUGH = ("dropout", "flatten")
+
+
+def logits_layer(entries: Sequence[object]) -> int | None:
+    """The index of the entry whose output is the logits: the last one, past any dropout
+    or flatten; None when that layer takes no activation (a pooling layer, say)."""
+    for index in range(len(entries) - 1, -1, -1):
+        entry = entries[index]
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if kind in _PASS_THROUGH:
+            continue
+        if kind in LAYERS and "activation" in LAYERS.get(kind).params():
+            return index
+        return None
+    return None
+
+
+def logits_activation(entries: Sequence[object]) -> Diagnostic | None:
+    """`config.value` when the logits layer applies an activation: the loss applies
+    softmax to the logits, so the last layer must leave them as they are."""
+    index = logits_layer(entries)
+    if index is None:
+        return None
+    entry = entries[index]
+    assert isinstance(entry, dict)
+    activation = entry.get("activation", "none")
+    if activation == "none":
+        return None
+    where = f"[model] layers[{index}] ({entry['type']})"
+    why = (
+        "a softmax there would be applied twice"
+        if activation in ("softmax", "log_softmax")
+        else f"{activation!r} there would squash or clip them"
+    )
+    return Diagnostic(
+        "config.value",
+        f"{where} outputs the logits but applies activation {activation!r}: the loss "
+        f"applies softmax to the logits itself, so {why}",
+        stage=where,
+        expected='activation = "none" on the last layer',
+        got=f"activation = {activation!r}",
+        hint=f'activation = "none" in {where}',
+    )
 
 
 def build_model(
@@ -113,6 +179,9 @@ def build_model(
         >>> model = build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
     """
     entries = MODELS.get(name)(input_shape, num_classes, layers)
+    logits = logits_activation(entries)
+    if logits is not None:
+        raise ConfigError(logits)
     built: list[Layer] = []
     shape, flow = tuple(input_shape), [f"input {'x'.join(map(str, input_shape))}"]
     for index, entry in enumerate(entries):
@@ -124,13 +193,23 @@ def build_model(
         try:
             shape = layer.output_shape(shape)
         except ContractError as err:
+            place = _place(name, index, entry)
             raise ContractError(
-                dataclasses.replace(d, message=f"{d.message} (shapes so far: {' -> '.join(flow)})")
+                dataclasses.replace(
+                    d,
+                    message=f"{d.message} (shapes so far: {' -> '.join(flow)})",
+                    hint=d.hint.replace(THIS_LAYER, place) if place else _other_model(name),
+                )
                 for d in err.diagnostics
             ) from None
         flow.append(f"{layer_name} {'x'.join(map(str, shape))}")
         built.append(layer)
     if shape != (num_classes,):
+        last = entries[-1] if entries else {}
+        if len(shape) == 1 and isinstance(last, dict) and last.get("type") == "dense":
+            hint = f"features = {num_classes} in [model] layers[{len(entries) - 1}] (dense)"
+        else:
+            hint = f'add {{type = "dense", features = {num_classes}}} at the end of [model] layers'
         raise ContractError(
             Diagnostic(
                 "model.shape",
@@ -138,7 +217,7 @@ def build_model(
                 stage=flow[-1].split()[0],
                 expected=f"b {num_classes}",
                 got=f"b {' '.join(map(str, shape))}",
-                hint=f'end [model] layers with {{type = "dense", features = {num_classes}}}',
+                hint=hint,
             )
         )
     return Classifier(built, input_shape, num_classes)

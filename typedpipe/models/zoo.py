@@ -133,7 +133,7 @@ def sequential(input_shape: Shape, num_classes: int, layers=()) -> list[LayerEnt
                 expected="a non-empty layers list",
                 got="no layers",
                 hint='layers = [{type = "conv", features = 32}, {type = "gap"}, '
-                f'{{type = "dense", features = {num_classes}}}]',
+                f'{{type = "dense", features = {num_classes}}}] under [model]',
             )
         )
     return [dict(entry) for entry in layers]

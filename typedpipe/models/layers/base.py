@@ -11,6 +11,7 @@ annotations are the schema the config loader validates each `[model] layers`
 entry against, with file and line, before anything is built.
 """
 
+import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
@@ -22,15 +23,39 @@ from beartype.vale import Is
 from flax import nnx
 from jaxtyping import Array
 
-from typedpipe.contracts import ConfigError, ContractError
+from typedpipe.contracts import ConfigError, ContractError, Diagnostic, hints
 from typedpipe.contracts.diagnostics import config_value, model_shape
 from typedpipe.contracts.keys import validate
 from typedpipe.registry import Registry
 
 Shape = tuple[int, ...]
 
+
+class _Activations(Registry):
+    """The activation registry, which also knows the Keras names it spells differently."""
+
+    # Keras activations a port brings along: the name here, and why.
+    _KERAS: ClassVar[dict[str, tuple[str, str]]] = {
+        "linear": ("none", "Keras's name for no activation"),
+        "softmax": ("none", "the loss applies softmax to the logits itself"),
+        "log_softmax": ("none", "the loss applies log-softmax to the logits itself"),
+        "swish": ("silu", "the same function"),
+    }
+
+    def unknown(self, name: object, *, where: str = "", place: str = "") -> Diagnostic:
+        diagnostic = super().unknown(name, where=where, place=place)
+        if not isinstance(name, str) or name not in self._KERAS:
+            return diagnostic
+        ours, why = self._KERAS[name]
+        return dataclasses.replace(
+            diagnostic,
+            message=f"{diagnostic.message}: {why}",
+            hint=f"{self.key} = {hints.toml(ours)} {hints.at(place or self.table)} ({why})",
+        )
+
+
 #: Activations a layer's `activation` can name.
-ACTIVATIONS: Registry[Callable[[Array], Array]] = Registry(
+ACTIVATIONS: Registry[Callable[[Array], Array]] = _Activations(
     "activation", key="activation", table="[model] layers", code="config.unknown_name"
 )
 for _name, _fn in (
@@ -39,6 +64,10 @@ for _name, _fn in (
     ("gelu", jax.nn.gelu),
     ("silu", jax.nn.silu),
     ("tanh", jnp.tanh),
+    ("sigmoid", jax.nn.sigmoid),
+    ("elu", jax.nn.elu),
+    ("leaky_relu", jax.nn.leaky_relu),
+    ("softplus", jax.nn.softplus),
 ):
     ACTIVATIONS.register(_name, _fn)
 
@@ -57,6 +86,10 @@ Activation = Annotated[str, ACTIVATIONS]
 LAYERS: "Registry[type[Layer]]" = Registry(
     "layer type", key="type", table="[model] layers", code="config.unknown_name"
 )
+
+#: Where a layer's own hint says "this layer": `build_model` names the entry
+#: (`[model] layers[3] (conv)`), since a layer does not know its position.
+THIS_LAYER = "this layer"
 
 # Constructor arguments a config never sets: the builder supplies them.
 _SUPPLIED = ("self", "in_features", "rngs", "name")
@@ -114,11 +147,21 @@ class Layer(nnx.Module):
     def params(cls) -> dict[str, tuple[Any, bool]]:
         """The config keys of this layer: each one's annotation, and whether it is required."""
         signature = inspect.signature(cls.__init__)
-        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        annotations = typing.get_type_hints(cls.__init__, include_extras=True)
         return {
-            name: (hints.get(name, Any), parameter.default is inspect.Parameter.empty)
+            name: (annotations.get(name, Any), parameter.default is inspect.Parameter.empty)
             for name, parameter in signature.parameters.items()
             if name not in _SUPPLIED and parameter.kind is not inspect.Parameter.VAR_KEYWORD
+        }
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The config keys that have a default, and that default."""
+        signature = inspect.signature(cls.__init__)
+        return {
+            name: parameter.default
+            for name, parameter in signature.parameters.items()
+            if name not in _SUPPLIED and parameter.default is not inspect.Parameter.empty
         }
 
     @classmethod
@@ -128,7 +171,12 @@ class Layer(nnx.Module):
         Raises:
             ConfigError: an unknown key, or a value of the wrong type or range.
         """
-        values, found = validate(cls.params(), params, where=f"[model] layer {name} ({cls.kind})")
+        values, found = validate(
+            cls.params(),
+            params,
+            where=f"[model] layer {name} ({cls.kind})",
+            defaults=cls.defaults(),
+        )
         if found:
             raise ConfigError(found)
         return cls.construct(in_shape, name=name, rngs=rngs, **values)
@@ -183,7 +231,7 @@ def spatial_out(layer: Layer, shape: Shape, kernel: int, stride: int, padding: s
             f"a {kernel}x{kernel} {padding!r} window with stride {stride} "
             f"shrinks {height}x{width} to {out[0]}x{out[1]}",
             f"b h w c with h, w >= {kernel}",
-            'use padding = "same", a smaller kernel or stride, fewer downsampling layers, '
-            "or a larger [model] input",
+            f'padding = "same" in {THIS_LAYER}, or a smaller kernel or stride, fewer '
+            "downsampling layers, or a larger [model] input",
         )
     return out

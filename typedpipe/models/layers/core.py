@@ -9,6 +9,7 @@ from typedpipe.contracts import ConfigError, contract
 from typedpipe.contracts.diagnostics import config_value
 from typedpipe.models.layers.base import (
     ACTIVATIONS,
+    THIS_LAYER,
     Activation,
     Layer,
     Rate,
@@ -62,7 +63,7 @@ class Dense(Layer):
                 shape,
                 f"{self.name} needs flat features, got {dims(shape)}",
                 f"b {self.in_features}",
-                'add {type = "flatten"} or {type = "gap"} before it',
+                f'add {{type = "flatten"}} before {THIS_LAYER} (or {{type = "gap"}})',
             )
         if shape[0] != self.in_features:
             self._reject(

@@ -5,10 +5,13 @@ head; the data's spec flowing through every stage into the model's input
 contract; the model built abstractly (`nnx.eval_shape`, nothing allocated) so
 each layer can refuse its input; the split and batch sizes; and, when all of
 that is sound, the full train step traced and compiled on shapes alone
-(`preflight`) for what is left, including memory.
+(`preflight`) for what is left, including memory. A config with faults in
+some tables (`check_draft`) still has its data and its sound parts checked,
+so one run reports the config's faults and the data's together.
 """
 
 import math
+from collections.abc import Collection
 
 import numpy as np
 from flax import nnx
@@ -23,8 +26,15 @@ from typedpipe.contracts import (
     hints,
 )
 from typedpipe.models import build_model
+from typedpipe.pipeline.check.fixes import (
+    config_fixes,
+    decode_fixes,
+    model_input_fix,
+    num_classes_fix,
+    within,
+)
 from typedpipe.pipeline.check.preflight import check_step
-from typedpipe.pipeline.config import Config
+from typedpipe.pipeline.config import Config, Draft
 from typedpipe.pipeline.sources import Survey, split_indices
 from typedpipe.pipeline.sources.loader import PREFETCH
 from typedpipe.pipeline.sources.memory import budget, over_budget, size_text
@@ -33,13 +43,13 @@ from typedpipe.pipeline.stages import Preprocess
 # The step counter is an int32: a run never takes this many steps.
 _MAX_STEPS = 2**31 - 1
 
-# Values may exceed input_range by this share of its width before it is an
-# error: bilinear resampling and float rounding are not faults.
-_RANGE_SLACK = 1e-3
-
 
 def check_pipeline(
-    config: Config, survey: Survey | None = None, *, devices: int = 1
+    config: Config,
+    survey: Survey | None = None,
+    *,
+    devices: int = 1,
+    faulty: Collection[str] = (),
 ) -> list[Diagnostic]:
     """All faults of `config` applied to its data, in pipeline order; empty when sound.
 
@@ -47,26 +57,66 @@ def check_pipeline(
         config: the pipeline.
         survey: the data's audit; by default the configured source is surveyed.
         devices: how many devices the batch will be split over.
+        faulty: parts of a config that failed to load (`Draft.faulty`: `data`, `model`,
+            `train`, `preprocess`): the checks that rest on them are skipped, the others run.
     """
+
+    def sound(*parts: str) -> bool:
+        return not set(parts) & set(faulty)
+
+    if not sound("data"):
+        return check_model(config) if sound("model") else []
     survey = survey if survey is not None else config.source().survey()
-    diagnostics = list(survey.diagnostics)
+    data = survey.spec
+    if data is not None and sound("model", "preprocess"):
+        diagnostics, data = decode_fixes(survey.diagnostics, data, config)
+    else:
+        diagnostics = list(survey.diagnostics)
     if len(survey.labels):
-        diagnostics.extend(check_labels(config, survey))
-        diagnostics.extend(check_batching(config, survey.class_ids, devices))
-    if survey.spec is not None:
-        diagnostics.extend(check_host_batch(config, survey.spec))
-        try:
-            spec = Preprocess(config.preprocess).in_spec(survey.spec)
-        except ContractError as err:
-            diagnostics.extend(err.diagnostics)
-        else:
-            diagnostics.extend(check_model_input(spec, config))
-    diagnostics.extend(check_model(config))
-    if survey.spec is not None and not errors(diagnostics):
+        if sound("model"):
+            diagnostics.extend(check_labels(config, survey))
+        if sound("train"):
+            diagnostics.extend(check_batching(config, survey.class_ids, devices))
+    if data is not None:
+        if sound("train"):
+            diagnostics.extend(check_host_batch(config, data))
+        if sound("preprocess"):
+            try:
+                spec = Preprocess(config.preprocess).in_spec(data)
+            except ContractError as err:
+                diagnostics.extend(err.diagnostics)
+            else:
+                if sound("model"):
+                    diagnostics.extend(check_model_input(spec, config, data))
+    if sound("model"):
+        diagnostics.extend(check_model(config))
+    if survey.spec is not None and not faulty and not errors(diagnostics):
         diagnostics.extend(
             check_step(config, survey.spec, survey.labels, survey.label_spec.format, devices)
         )
     return diagnostics
+
+
+def check_draft(
+    draft: Draft, survey: Survey | None = None, *, devices: int = 1
+) -> list[Diagnostic]:
+    """The faults of a config file and, as far as they leave it sound, of its pipeline:
+    a typo in `[train]` does not hide a fault in the data.
+
+    Example:
+        >>> from typedpipe.pipeline.config import parse_draft
+        >>> draft = parse_draft('[train]\\noptimizer = "adamm"\\n')
+        >>> [d.code for d in check_draft(draft)]
+        ['config.unknown_name', 'dtype.input']
+    """
+    config, faulty = draft.config, draft.faulty
+    if survey is None and "data" not in faulty:
+        survey = config.source().survey()
+    found = check_pipeline(config, survey, devices=devices, faulty=faulty)
+    config_faults = list(draft.diagnostics)
+    if survey is not None:
+        config_faults = config_fixes(config_faults, config, survey, faulty)
+    return [*config_faults, *found]
 
 
 def check_model(config: Config) -> list[Diagnostic]:
@@ -83,39 +133,45 @@ def check_model(config: Config) -> list[Diagnostic]:
     return []
 
 
-def check_model_input(spec: ImageSpec, config: Config) -> list[Diagnostic]:
-    """The spec reaching the model, held against `[model] input` and `input_range`."""
+def check_model_input(
+    spec: ImageSpec, config: Config, data: ImageSpec | None = None
+) -> list[Diagnostic]:
+    """The spec reaching the model, held against `[model] input` and `input_range`.
+
+    `data` is the data's spec as the source yields it (by default `spec`): the fixes
+    are tried on it before they are proposed.
+    """
+    data = data if data is not None else spec
     height, width, channels = config.model.input
     expected = f"float b {height} {width} {channels}"
     wanted_range = config.model.input_range
 
-    def fault(code: str, message: str, hint: str, expected: str = expected) -> Diagnostic:
+    def fault(code: str, message: str, expected: str = expected) -> Diagnostic:
         return Diagnostic(
-            code, message, stage="model", expected=expected, got=spec.describe(), hint=hint
+            code,
+            message,
+            stage="model",
+            expected=expected,
+            got=spec.describe(),
+            hint=model_input_fix(code, spec, data, config),
         )
 
     if spec.layout != "nhwc":
-        return [fault("shape.layout", "the model expects channels-last images", hints.layout())]
+        return [fault("shape.layout", "the model expects channels-last images")]
     accepts = Accepts("float", height, width, channels)
     batch_shape = (1, spec.height, spec.width, spec.channels)
     found = [
-        fault(
-            m.code,
-            f"the batch reaching the model {m.message}",
-            hints.fix(m.code, accepts, batch_shape),
-        )
+        fault(m.code, f"the batch reaching the model {m.message}")
         for m in compare(accepts, batch_shape, spec.dtype)
     ]
     if spec.value_range is not None and spec.is_float:
         lo, hi = spec.value_range
-        slack = _RANGE_SLACK * (wanted_range[1] - wanted_range[0])
-        if lo < wanted_range[0] - slack or hi > wanted_range[1] + slack:
+        if not within((lo, hi), wanted_range):
             found.append(
                 fault(
                     "range.input",
                     f"values in [{lo:g}, {hi:g}] reach a model whose "
                     f"input_range is [{wanted_range[0]:g}, {wanted_range[1]:g}]",
-                    hints.value_range((lo, hi), wanted_range),
                     expected=f"{expected} in [{wanted_range[0]:g}, {wanted_range[1]:g}]",
                 )
             )
@@ -171,7 +227,7 @@ def check_labels(config: Config, survey: Survey) -> list[Diagnostic]:
     classes = survey.class_ids
     out_of_range = np.flatnonzero((classes < 0) | (classes >= num_classes))
     if out_of_range.size:
-        widen = f"set num_classes = {int(classes.max()) + 1} under [model]"
+        widen = num_classes_fix(config, int(classes.max()) + 1)
         hint = (
             f"the labels look 1-based: store label - 1, or {widen}"
             if classes.min() == 1
@@ -192,7 +248,7 @@ def check_labels(config: Config, survey: Survey) -> list[Diagnostic]:
             f"the data has {data_classes} classes, the model head {num_classes}",
             f"{num_classes} classes",
             f"{data_classes} classes",
-            f"set num_classes = {data_classes} under [model]",
+            num_classes_fix(config, data_classes),
             stage="model",
         )
     return []
@@ -214,7 +270,7 @@ def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Di
                 stage="[train]",
                 expected=f"batch_size <= {len(train)}",
                 got=f"batch_size = {batch_size}",
-                hint=f"batch_size = {min(64, len(train))}",
+                hint=f"batch_size = {min(64, len(train))} under [train]",
             )
         )
     steps = len(train) // batch_size
@@ -227,7 +283,7 @@ def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Di
                 stage="[train]",
                 expected=f"epochs * {steps} steps <= {_MAX_STEPS:,}",
                 got=f"epochs = {config.train.epochs}",
-                hint=f"epochs = {_MAX_STEPS // steps}",
+                hint=f"epochs = {_MAX_STEPS // steps} under [train]",
             )
         )
     if batch_size % devices:
@@ -238,7 +294,7 @@ def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Di
                 stage="[train]",
                 expected=f"a multiple of {devices}",
                 got=f"batch_size = {batch_size}",
-                hint=f"batch_size = {batch_size - batch_size % devices or devices}",
+                hint=f"batch_size = {batch_size - batch_size % devices or devices} under [train]",
             )
         )
     return found

@@ -6,6 +6,7 @@ op, layer type, model, source or optimizer lists the registered names. Stage and
 layer entries are validated here, so a typo never waits for the first trace.
 """
 
+import dataclasses
 import math
 import tomllib
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 
 from typedpipe.contracts import ConfigError, Diagnostic
 from typedpipe.contracts.diagnostics import config_value
-from typedpipe.contracts.keys import dataclass_schema, validate
+from typedpipe.contracts.hints import THIS_STAGE
+from typedpipe.contracts.keys import dataclass_defaults, dataclass_schema, validate
 from typedpipe.models import validate_entry
+from typedpipe.models.classifier import logits_activation, logits_layer
 from typedpipe.pipeline.config.schema import (
     Config,
     DataConfig,
@@ -27,6 +30,35 @@ from typedpipe.pipeline.stages import STAGES, Stage
 
 _TABLES = ("data", "model", "train", "preprocess")
 
+# The value a wrong one is replaced by in a fix, table by table (others: the defaults).
+# `[model]` has none: its input, range and class count follow from the data, so no
+# default is a sound guess; nor do a source's keys, which describe the files.
+_SAFE_DEFAULTS: dict[type, dict[str, Any]] = {
+    ModelConfig: {},
+    DataConfig: {"val_fraction": 0.1, "test_fraction": 0.2},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Draft:
+    """A config as far as it could be read: every fault in it, and which parts they touch.
+
+    A faulty table holds its defaults where its values were wrong, so that
+    `check` can still survey the data and check what the faults leave sound:
+    `faulty` names the parts it must not trust (`data`, `model`, `train`,
+    `preprocess`, `top`).
+    """
+
+    config: Config
+    diagnostics: tuple[Diagnostic, ...] = ()
+    faulty: frozenset[str] = frozenset()
+
+    def result(self) -> Config:
+        """The config, or a ConfigError carrying every fault."""
+        if self.diagnostics:
+            raise ConfigError(self.diagnostics)
+        return self.config
+
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file.
@@ -35,11 +67,25 @@ def load_config(path: str | Path) -> Config:
         ConfigError: every fault in the file at once (`config.*` codes).
         FileNotFoundError: no such file.
     """
+    return load_draft(path).result()
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate TOML text as a Config; see `load_config`."""
+    return parse_draft(text, source).result()
+
+
+def load_draft(path: str | Path) -> Draft:
+    """Read a config file as far as it can be read; see `Draft`.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(
+        return _unreadable(
             Diagnostic(
                 "config.syntax",
                 f"{path.name} is not UTF-8 text: {err.reason} at byte {err.start}",
@@ -48,16 +94,16 @@ def load_config(path: str | Path) -> Config:
                 got="undecodable bytes",
                 hint="save the config as UTF-8",
             )
-        ) from None
-    return parse_config(text, source=path.name)
+        )
+    return parse_draft(text, source=path.name)
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Validate TOML text as a Config; see `load_config`."""
+def parse_draft(text: str, source: str = "<config>") -> Draft:
+    """Validate TOML text as far as it can be read; see `Draft`."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(
+        return _unreadable(
             Diagnostic(
                 "config.syntax",
                 f"{source}: {err}",
@@ -66,9 +112,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                 got=type(err).__name__,
                 hint="fix the TOML syntax at the line named (strings need quotes, tables [name])",
             )
-        ) from None
+        )
     except RecursionError:  # the parser recurses once per level of arrays or tables
-        raise ConfigError(
+        return _unreadable(
             Diagnostic(
                 "config.syntax",
                 f"{source}: arrays or inline tables nested too deeply to read",
@@ -77,29 +123,49 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                 got="hundreds of levels of [ or {",
                 hint="no config value nests more than two levels: remove the extra brackets",
             )
-        ) from None
+        )
     locate = _Locator(text, source)
     errors: list[Diagnostic] = []
+    faulty: set[str] = set()
+
+    def part(name: str, found: list[Diagnostic]) -> None:
+        errors.extend(found)
+        if found:
+            faulty.add(name)
+
     tables = {}
     for name in ("data", "model", "train"):
         table = raw.get(name, {})
         if isinstance(table, dict):
             tables[name] = table
         else:
-            errors.append(_not_a_table(locate, name, table))
+            part(name, [_not_a_table(locate, name, table)])
             tables[name] = {}
     top = {k: v for k, v in raw.items() if k not in _TABLES}
-    scalars = _section(TopLevel, top, "the top level", None, locate, errors)
-    data = _data(tables["data"], locate, errors)
-    model = _section(ModelConfig, tables["model"], "[model]", "model", locate, errors)
-    for index, entry in enumerate(model.layers):
-        errors.extend(validate_entry(entry, index, lambda key: locate("model", "layers"))[2])
-    train = _section(TrainConfig, tables["train"], "[train]", "train", locate, errors)
-    preprocess = _stages(raw.get("preprocess", []), locate, errors)
-    errors.extend(_cross_checks(data, model, locate))
-    if errors:
-        raise ConfigError(errors)
-    return Config(scalars.name, scalars.seed, data, preprocess, model, train)
+    found: list[Diagnostic] = []
+    scalars = _section(TopLevel, top, "the top level", None, locate, found)
+    part("top", found)
+    found = []
+    data = _data(tables["data"], locate, found)
+    part("data", found)
+    found = []
+    model = _section(ModelConfig, tables["model"], "[model]", "model", locate, found)
+    found.extend(_layers(model, locate))
+    part("model", found)
+    found = []
+    train = _section(TrainConfig, tables["train"], "[train]", "train", locate, found)
+    part("train", found)
+    found = []
+    preprocess = _stages(raw.get("preprocess", []), locate, found)
+    part("preprocess", found)
+    for name, diagnostic in _cross_checks(data, model, locate):
+        part(name, [diagnostic])
+    config = Config(scalars.name, scalars.seed, data, preprocess, model, train)
+    return Draft(config, tuple(errors), frozenset(faulty))
+
+
+def _unreadable(diagnostic: Diagnostic) -> Draft:
+    return Draft(Config(), (diagnostic,), frozenset(("top", *_TABLES)))
 
 
 class _Locator:
@@ -145,10 +211,14 @@ def _section(
 ) -> Any:
     """Build dataclass `cls` from a table (its defaults where the table is faulty)."""
     values, found = validate(
-        dataclass_schema(cls), table, where=where, line=lambda key: locate(name, key, index)
+        dataclass_schema(cls),
+        table,
+        where=where,
+        line=lambda key: locate(name, key, index),
+        defaults=_SAFE_DEFAULTS.get(cls, dataclass_defaults(cls)),
     )
     errors.extend(found)
-    return cls() if found else cls(**values)
+    return cls(**values)  # the sound values; the defaults where a value was wrong
 
 
 def _data(table: dict[str, Any], locate: _Locator, errors: list[Diagnostic]) -> DataConfig:
@@ -158,12 +228,18 @@ def _data(table: dict[str, Any], locate: _Locator, errors: list[Diagnostic]) -> 
     source = table.get("source", "digits")
     if source not in SOURCES:
         # Without a source its keys cannot be told from typos: report the name only.
-        errors.append(SOURCES.unknown(source, where=locate("data", "source")))
+        errors.append(SOURCES.unknown(source, where=locate("data", "source"), place="[data]"))
         return DataConfig()
     options_type = SOURCES.get(source).Options
     options_schema = dataclass_schema(options_type)
     schema = {**common, **options_schema}
-    values, found = validate(schema, table, where="[data]", line=lambda key: locate("data", key))
+    values, found = validate(
+        schema,
+        table,
+        where="[data]",
+        line=lambda key: locate("data", key),
+        defaults=_SAFE_DEFAULTS[DataConfig],
+    )
     if found:
         errors.extend(found)
         return DataConfig()
@@ -187,9 +263,10 @@ def _stages(entries: Any, locate: _Locator, errors: list[Diagnostic]) -> tuple[S
     for index, entry in enumerate(entries):
         params = dict(entry)
         op = params.pop("op", None)
+        place = f"[[preprocess]] #{index + 1}"
         if op not in STAGES:
-            where = f"{locate('preprocess', 'op', index)}: [[preprocess]] #{index + 1}"
-            errors.append(STAGES.unknown(op, where=where))
+            where = f"{locate('preprocess', 'op', index)}: {place}"
+            errors.append(STAGES.unknown(op, where=where, place=place))
             continue
         cls = STAGES.get(op)
         count = len(errors)
@@ -198,7 +275,12 @@ def _stages(entries: Any, locate: _Locator, errors: list[Diagnostic]) -> tuple[S
             try:
                 stages.append(cls(**values))
             except ConfigError as err:
-                errors.extend(err.diagnostics)
+                # A stage's own check knows its keys, not its place in the file.
+                located = f"{place} ({op})"
+                errors.extend(
+                    dataclasses.replace(d, stage=located, hint=d.hint.replace(THIS_STAGE, located))
+                    for d in err.diagnostics
+                )
     return tuple(stages)
 
 
@@ -210,35 +292,62 @@ def _section_values(
         params,
         where=f"[[preprocess]] #{index + 1} ({cls.op})",
         line=lambda key: locate("preprocess", key, index),
+        # A list default (a mean per channel) depends on the data: never proposed.
+        defaults={k: v for k, v in dataclass_defaults(cls).items() if not isinstance(v, tuple)},
     )
     errors.extend(found)
     return values
 
 
-def _cross_checks(data: DataConfig, model: ModelConfig, locate: _Locator) -> list[Diagnostic]:
-    """Rules over several values, which no single annotation can state."""
+def _layers(model: ModelConfig, locate: _Locator) -> list[Diagnostic]:
+    """Each `[model] layers` entry against its layer; an activation on the logits first."""
+    found = []
+    logits = logits_activation(model.layers) if model.name == "sequential" else None
+    if logits is not None:
+        found.append(
+            dataclasses.replace(logits, message=f"{locate('model', 'layers')}: {logits.message}")
+        )
+    for index, entry in enumerate(model.layers):
+        if logits is not None and index == logits_layer(model.layers):
+            # Reported once, as what it is: an activation on the logits, whatever its name.
+            entry = {k: v for k, v in entry.items() if k != "activation"}
+        found.extend(validate_entry(entry, index, lambda key: locate("model", "layers"))[2])
+    return found
+
+
+def _cross_checks(
+    data: DataConfig, model: ModelConfig, locate: _Locator
+) -> list[tuple[str, Diagnostic]]:
+    """Rules over several values, which no single annotation can state: (part, fault)."""
     found = []
     low, high = model.input_range
     if not (low < high and math.isfinite(high - low)):
         found.append(
-            config_value(
-                f"{locate('model', 'input_range')}: [model] input_range must be [low, high] "
-                "with low < high (and a finite width)",
-                stage="[model]",
-                expected="[low, high] with low < high, high - low finite",
-                got=f"input_range = {list(model.input_range)}",
-                hint="input_range = [0.0, 1.0]",
+            (
+                "model",
+                config_value(
+                    f"{locate('model', 'input_range')}: [model] input_range must be [low, high] "
+                    "with low < high (and a finite width)",
+                    stage="[model]",
+                    expected="[low, high] with low < high, high - low finite",
+                    got=f"input_range = {list(model.input_range)}",
+                    hint="input_range = [0.0, 1.0] under [model]",
+                ),
             )
         )
-    if data.val_fraction + data.test_fraction < 1:
-        return found
-    return [
-        *found,
-        config_value(
-            f"{locate('data', 'test_fraction')}: [data] val_fraction + test_fraction must be < 1",
-            stage="[data]",
-            expected="val_fraction + test_fraction < 1",
-            got=f"val_fraction = {data.val_fraction}, test_fraction = {data.test_fraction}",
-            hint="leave some data for training: test_fraction = 0.2, val_fraction = 0.1",
-        ),
-    ]
+    if data.val_fraction + data.test_fraction >= 1:
+        found.append(
+            (
+                "data",
+                config_value(
+                    f"{locate('data', 'test_fraction')}: [data] val_fraction + test_fraction "
+                    "must be < 1",
+                    stage="[data]",
+                    expected="val_fraction + test_fraction < 1",
+                    got=f"val_fraction = {data.val_fraction}, test_fraction = {data.test_fraction}",
+                    hint="val_fraction = 0.1 and test_fraction = 0.2 under [data] (leaves 70% "
+                    "for training)",
+                ),
+            )
+        )
+    return found

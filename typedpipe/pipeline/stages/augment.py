@@ -36,7 +36,7 @@ class RandomCrop(Stage):
                 f"{spec.height}x{spec.width} padded by {self.padding}",
                 spec,
                 f"at least b {self.height} {self.width} c",
-                hints.spatial(self.height, self.width),
+                hints.assign(hints.THIS_STAGE, padding=self._padding_to_fit(spec)),
             )
         value_range = spec.value_range
         if self.padding and value_range is not None:
@@ -45,6 +45,11 @@ class RandomCrop(Stage):
         return dataclasses.replace(
             spec, height=self.height, width=self.width, value_range=value_range
         )
+
+    def _padding_to_fit(self, spec: ImageSpec) -> int:
+        """The least padding that lets the crop fit."""
+        short = max(self.height - spec.height, self.width - spec.width)
+        return -(-short // 2)
 
     @contract
     def __call__(  # type: ignore[override]  # an augmentation requires the key

@@ -27,6 +27,8 @@ from typedpipe.contracts import (
 from typedpipe.contracts.diagnostics import config_value
 from typedpipe.registry import Registry
 
+#: A factor pixels are multiplied or divided by.
+Positive = Annotated[float, Is[lambda x: x > 0], "a number > 0"]
 #: A height or width a stage produces: bounded, so that no value overflows a shape.
 Side = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
 #: Padding added on each side.
@@ -107,28 +109,7 @@ class Stage:
                 f"the batch reaching {self.op} {found.message}",
                 spec,
                 accepts.describe(),
-                hints.fix(found.code, accepts, batch_shape),
-            )
-
-
-def _spec_of(images: Array) -> ImageSpec:
-    """The spec of a traced batch, for constraints an annotation cannot state (h >= crop)."""
-    _, height, width, channels = images.shape
-    return ImageSpec(height, width, channels, str(images.dtype), value_range=None)
-
-
-def _positive(stage: Stage, **values: float) -> None:
-    for key, value in values.items():
-        if not value > 0:
-            raise ConfigError(
-                Diagnostic(
-                    "config.value",
-                    f"{stage.op}: {key} must be > 0",
-                    stage=stage.op,
-                    expected=f"{key} > 0",
-                    got=f"{key} = {value}",
-                    hint=f"set {key} to a positive value",
-                )
+                hints.fix(found.code, accepts, batch_shape, spec.dtype),
             )
 
 
@@ -139,16 +120,21 @@ def spec_of_batch(images: Array) -> ImageSpec:
 
 
 def require_positive(stage: Stage, **values: float) -> None:
-    """A `config.value` error for the first of `values` that is not > 0."""
+    """A `config.value` error for the first of `values` that is not > 0; its fix is the
+    field's default where it has one."""
+    defaults = {f.name: f.default for f in dataclasses.fields(stage)}
     for key, value in values.items():
         if not value > 0:
+            default = defaults.get(key, dataclasses.MISSING)
             raise ConfigError(
                 config_value(
                     f"{stage.op}: {key} must be > 0",
                     stage=stage.op,
                     expected=f"{key} > 0",
                     got=f"{key} = {value}",
-                    hint=f"set {key} to a positive value",
+                    hint=f"{key} = {hints.toml(default)} in {hints.THIS_STAGE} (the default)"
+                    if isinstance(default, int | float) and default > 0
+                    else f"set {key} to a positive value",
                 )
             )
 
@@ -175,8 +161,13 @@ class Preprocess:
             try:
                 spec = stage.in_spec(spec)
             except ContractError as err:
+                place = f"[[preprocess]] #{index + 1} ({stage.op})"
                 raise ContractError(
-                    dataclasses.replace(d, stage=f"preprocess[{index}] {stage.op}")
+                    dataclasses.replace(
+                        d,
+                        stage=f"preprocess[{index}] {stage.op}",
+                        hint=d.hint.replace(hints.THIS_STAGE, place),
+                    )
                     for d in err.diagnostics
                 ) from None
             specs.append(spec)

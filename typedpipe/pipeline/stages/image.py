@@ -8,7 +8,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, Shaped
 
 from typedpipe.contracts import ConfigError, Diagnostic, ImageSpec, contract, hints
-from typedpipe.pipeline.stages.base import Side, Stage, require_positive, spec_of_batch
+from typedpipe.pipeline.stages.base import (
+    Positive,
+    Side,
+    Stage,
+    require_positive,
+    spec_of_batch,
+)
 
 # ITU-R BT.601 luma weights: the conventional RGB -> gray mix (sums to 1, so the
 # value range is preserved).
@@ -20,13 +26,21 @@ class ToFloat(Stage):
     """Integer pixels to floats, multiplied by `scale` (1/255 maps uint8 onto [0, 1])."""
 
     op: ClassVar[str] = "to_float"
-    scale: float = 1.0 / 255.0
+    scale: Positive = 1.0 / 255.0
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     def __post_init__(self):
         require_positive(self, scale=self.scale)
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        if spec.is_float and spec.layout == "nhwc":
+            self._fail(
+                "dtype.input",
+                f"the batch reaching to_float holds {spec.dtype} pixels already",
+                spec,
+                "int b h w c",
+                _float_fix(spec),
+            )
         self._require(spec, dtype="int")
         value_range = spec.value_range and (
             spec.value_range[0] * self.scale,
@@ -37,6 +51,17 @@ class ToFloat(Stage):
     @contract
     def __call__(self, images: Integer[Array, "b h w c"], key=None) -> Float[Array, "b h w c"]:
         return images.astype(self.dtype) * jnp.asarray(self.scale, self.dtype)
+
+
+def _float_fix(spec: ImageSpec) -> str:
+    """What replaces a to_float stage that receives floats: nothing where they are scaled
+    already, else the normalize stage that scales them onto [0, 1] as to_float would."""
+    if spec.value_range is None or spec.value_range[1] <= 1.5:
+        return f"remove {hints.THIS_STAGE}: the pixels are floats already"
+    normalize = hints.stage_line(
+        "normalize", **hints.onto(spec.value_range, (0.0, 1.0), spec.channels)
+    )
+    return f"replace {hints.THIS_STAGE} with {normalize} (the pixels are floats already)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +76,7 @@ class Normalize(Stage):
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
         if len(self.mean) != len(self.std):
+            channels = max(len(self.mean), len(self.std))
             raise ConfigError(
                 Diagnostic(
                     "config.value",
@@ -58,16 +84,46 @@ class Normalize(Stage):
                     stage=self.op,
                     expected=f"len(std) == len(mean) == {len(self.mean)}",
                     got=f"len(std) = {len(self.std)}",
-                    hint="give mean and std the same length",
+                    hint=self._per_channel(channels),
                 )
             )
-        require_positive(self, **{f"std[{i}]": s for i, s in enumerate(self.std)})
+        bad = [i for i, s in enumerate(self.std) if not s > 0]
+        if bad:
+            raise ConfigError(
+                Diagnostic(
+                    "config.value",
+                    f"normalize: std[{bad[0]}] must be > 0",
+                    stage=self.op,
+                    expected="std > 0 for each channel",
+                    got=f"std = {list(self.std)}",
+                    hint=hints.assign(
+                        hints.THIS_STAGE, std=[s if s > 0 else 1.0 for s in self.std]
+                    ),
+                )
+            )
+
+    def _per_channel(self, channels: int) -> str:
+        """mean and std with one entry per channel: the values given, the last one repeated."""
+
+        def fit(values: tuple[float, ...]) -> list[float]:
+            return [*values[:channels], *[values[-1]] * (channels - len(values))]
+
+        return hints.assign(hints.THIS_STAGE, mean=fit(self.mean), std=fit(self.std))
 
     @property
     def channels(self) -> int:
         return len(self.mean)
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        if spec.layout == "nhwc" and spec.is_float and spec.channels != self.channels:
+            self._fail(
+                "shape.channels",
+                f"the batch reaching normalize has {spec.channels} channel(s), but mean and "
+                f"std have {self.channels} entries",
+                spec,
+                f"float b h w {self.channels}",
+                self._per_channel(spec.channels),
+            )
         self._require(spec, dtype="float", channels=self.channels)
         if spec.value_range is None:
             return spec
@@ -131,7 +187,9 @@ class CenterCrop(Stage):
                 f"cannot crop {self.height}x{self.width} from {spec.height}x{spec.width}",
                 spec,
                 f"at least b {self.height} {self.width} c",
-                hints.spatial(self.height, self.width),
+                hints.spatial(self.height, self.width)
+                if spec.is_float
+                else f"{hints.spatial(self.height, self.width)}, after a to_float stage",
             )
         return dataclasses.replace(spec, height=self.height, width=self.width)
 
@@ -152,6 +210,14 @@ class ToRGB(Stage):
     op: ClassVar[str] = "to_rgb"
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        if spec.layout == "nhwc" and spec.channels == 3:
+            self._fail(
+                "shape.channels",
+                "the batch reaching to_rgb is RGB already",
+                spec,
+                "any b h w 1",
+                f"remove {hints.THIS_STAGE}",
+            )
         self._require(spec, dtype="any", channels=1)
         return dataclasses.replace(spec, channels=3)
 
@@ -167,6 +233,14 @@ class ToGray(Stage):
     op: ClassVar[str] = "to_gray"
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        if spec.layout == "nhwc" and spec.channels == 1:
+            self._fail(
+                "shape.channels",
+                "the batch reaching to_gray is grayscale already",
+                spec,
+                "float b h w 3",
+                f"remove {hints.THIS_STAGE}",
+            )
         self._require(spec, dtype="float", channels=3)
         return dataclasses.replace(spec, channels=1)
 
