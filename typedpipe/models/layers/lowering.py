@@ -88,7 +88,33 @@ def conv2d(
         for j in range(size)
     ]
     patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-    return patches @ kernel.reshape(size * size * channels, features)
+    return _patches_times(patches, kernel.reshape(size * size * channels, features))
+
+
+@jax.custom_vjp
+def _patches_times(patches: Array, kernel: Array) -> Array:
+    """`patches @ kernel`, whose kernel gradient is one (features x taps) matmul.
+
+    Autodiff's kernel gradient contracts the patches' long pixel axis in a
+    layout for which XLA's CPU backend first copies the output gradient
+    transposed; computing `g^T @ patches` and transposing the small result
+    is about twice as fast (seed CNN step: 170 -> 100 ms).
+    """
+    return patches @ kernel
+
+
+def _patches_times_forward(patches: Array, kernel: Array):
+    return patches @ kernel, (patches, kernel)
+
+
+def _patches_times_backward(saved, g: Array):
+    patches, kernel = saved
+    rows = g.reshape(-1, g.shape[-1])
+    kernel_grad = (rows.T @ patches.reshape(-1, patches.shape[-1])).T
+    return g @ kernel.T, kernel_grad  # unused gradients (the images') are pruned by XLA
+
+
+_patches_times.defvjp(_patches_times_forward, _patches_times_backward)
 
 
 def _reshape_pool(x: Array, window: int, reduce) -> Array:
