@@ -534,6 +534,14 @@ def test_config_faults_do_not_hide_data_faults(tmp_path):
     config = with_(npz_config(tmp_path, unit() * 255), "train", optimizer="adamm")
     codes = [d.code for d in check(tmp_path, config)]
     assert codes == ["config.unknown_name", "range.input"]
+    # A Keras port: softmax on the logits, a typo in [train], float pixels in 0..255.
+    config["model"]["layers"][-1]["activation"] = "softmax"
+    codes = [d.code for d in check(tmp_path, config)]
+    assert codes == ["config.value", "config.unknown_name", "range.input"]
+    # Where the data's table itself is wrong, its faults are all there is to report of it.
+    config["data"]["layout"] = "nwhc"
+    codes = [d.code for d in check(tmp_path, config)]
+    assert codes == ["config.value", "config.value", "config.unknown_name"]
 
 
 # --- hints that are not config edits name the file or the action -----------------------------

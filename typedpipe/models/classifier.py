@@ -136,14 +136,14 @@ def logits_activation(entries: Sequence[object]) -> Diagnostic | None:
         return None
     where = f"[model] layers[{index}] ({entry['type']})"
     why = (
-        "a softmax there would be applied twice"
+        "so it would be applied twice"
         if activation in ("softmax", "log_softmax")
-        else f"{activation!r} there would squash or clip them"
+        else f"and {activation!r} would squash or clip them first"
     )
     return Diagnostic(
         "config.value",
-        f"{where} outputs the logits but applies activation {activation!r}: the loss "
-        f"applies softmax to the logits itself, so {why}",
+        f"the last layer applies activation {activation!r} to the logits: the loss applies "
+        f"softmax to the logits itself, {why}",
         stage=where,
         expected='activation = "none" on the last layer',
         got=f"activation = {activation!r}",

@@ -58,14 +58,15 @@ def check_pipeline(
         survey: the data's audit; by default the configured source is surveyed.
         devices: how many devices the batch will be split over.
         faulty: parts of a config that failed to load (`Draft.faulty`: `data`, `model`,
-            `train`, `preprocess`): the checks that rest on them are skipped, the others run.
+            `model.layers`, `train`, `preprocess`): the checks that rest on them are
+            skipped, the others run.
     """
 
     def sound(*parts: str) -> bool:
         return not set(parts) & set(faulty)
 
     if not sound("data"):
-        return check_model(config) if sound("model") else []
+        return check_model(config) if sound("model", "model.layers") else []
     survey = survey if survey is not None else config.source().survey()
     data = survey.spec
     if data is not None and sound("model", "preprocess"):
@@ -88,7 +89,7 @@ def check_pipeline(
             else:
                 if sound("model"):
                     diagnostics.extend(check_model_input(spec, config, data))
-    if sound("model"):
+    if sound("model", "model.layers"):
         diagnostics.extend(check_model(config))
     if survey.spec is not None and not faulty and not errors(diagnostics):
         diagnostics.extend(

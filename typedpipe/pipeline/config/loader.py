@@ -45,8 +45,8 @@ class Draft:
 
     A faulty table holds its defaults where its values were wrong, so that
     `check` can still survey the data and check what the faults leave sound:
-    `faulty` names the parts it must not trust (`data`, `model`, `train`,
-    `preprocess`, `top`).
+    `faulty` names the parts it must not trust (`data`, `model`, `model.layers`,
+    `train`, `preprocess`, `top`).
     """
 
     config: Config
@@ -150,8 +150,10 @@ def parse_draft(text: str, source: str = "<config>") -> Draft:
     part("data", found)
     found = []
     model = _section(ModelConfig, tables["model"], "[model]", "model", locate, found)
-    found.extend(_layers(model, locate))
     part("model", found)
+    # Faulty layers leave the model's input, range and head sound: the data is still
+    # held against them.
+    part("model.layers", _layers(model, locate))
     found = []
     train = _section(TrainConfig, tables["train"], "[train]", "train", locate, found)
     part("train", found)
@@ -165,7 +167,7 @@ def parse_draft(text: str, source: str = "<config>") -> Draft:
 
 
 def _unreadable(diagnostic: Diagnostic) -> Draft:
-    return Draft(Config(), (diagnostic,), frozenset(("top", *_TABLES)))
+    return Draft(Config(), (diagnostic,), frozenset(("top", "model.layers", *_TABLES)))
 
 
 class _Locator:
