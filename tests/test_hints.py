@@ -165,17 +165,19 @@ def unit(shape=(90, SIZE, SIZE, 1), seed=0) -> np.ndarray:
 
 def npz_config(tmp: Path, images=None, labels=None, **model) -> dict:
     images = unit() if images is None else images
-    return {
-        "data": {"source": "npz", "path": write_npz(tmp, images, labels)},
-        "model": {
-            "name": "sequential",
-            "input": [SIZE, SIZE, images.shape[-1] if images.ndim == 4 else 1],
-            "num_classes": 3,
-            "layers": TINY,
-            **model,
-        },
-        "train": {"batch_size": 8},
-    }
+    return copy.deepcopy(
+        {
+            "data": {"source": "npz", "path": write_npz(tmp, images, labels)},
+            "model": {
+                "name": "sequential",
+                "input": [SIZE, SIZE, images.shape[-1] if images.ndim == 4 else 1],
+                "num_classes": 3,
+                "layers": TINY,
+                **model,
+            },
+            "train": {"batch_size": 8},
+        }
+    )
 
 
 def png(path: Path, size=(SIZE, SIZE), mode="RGB", seed=0) -> None:
@@ -191,18 +193,20 @@ def folder_config(tmp: Path, mode="RGB", per_class=10, **model) -> dict:
         for i in range(per_class):
             png(root / f"class{label}" / f"{i}.png", mode=mode, seed=label * 100 + i)
     channels = 3 if mode == "RGB" else 1
-    return {
-        "data": {"source": "imagefolder", "path": str(root)},
-        "preprocess": [{"op": "to_float"}],
-        "model": {
-            "name": "sequential",
-            "input": [SIZE, SIZE, channels],
-            "num_classes": 3,
-            "layers": TINY,
-            **model,
-        },
-        "train": {"batch_size": 8},
-    }
+    return copy.deepcopy(
+        {
+            "data": {"source": "imagefolder", "path": str(root)},
+            "preprocess": [{"op": "to_float"}],
+            "model": {
+                "name": "sequential",
+                "input": [SIZE, SIZE, channels],
+                "num_classes": 3,
+                "layers": TINY,
+                **model,
+            },
+            "train": {"batch_size": 8},
+        }
+    )
 
 
 def with_(config: dict, table: str, **values) -> dict:
@@ -228,6 +232,10 @@ EDITS = {
     "unknown_key/train": (
         "config.unknown_key",
         lambda t: with_(npz_config(t), "train", batchsize=8),
+    ),
+    "unknown_key/table": (
+        "config.unknown_key",
+        lambda t: {k if k != "train" else "trian": v for k, v in npz_config(t).items()},
     ),
     "unknown_key/top": ("config.unknown_key", lambda t: {**npz_config(t), "nmae": "run"}),
     "unknown_key/layer": (
@@ -451,7 +459,7 @@ EDITS = {
                 "name": "sequential",
                 "input": [4096, 4096, 1],
                 "num_classes": 3,
-                "layers": TINY,
+                "layers": copy.deepcopy(TINY),
             },
             "train": {"batch_size": 8},
         },
@@ -510,6 +518,25 @@ def test_softmax_on_the_logits_asks_for_none_and_never_relu(tmp_path):
         (diagnostic,) = check(tmp_path, npz_config(tmp_path, layers=layers))
         assert diagnostic.hint == 'activation = "none" in [model] layers[1] (dense)'
         assert "the loss applies softmax to the logits" in diagnostic.message
+
+
+def test_a_registered_model_with_an_activation_on_its_logits_is_refused_by_check(tmp_path):
+    from flax import nnx
+
+    from typedpipe import MODELS, build_model, check_pipeline, parse_config
+
+    def sigmoid_head(input_shape, num_classes, layers=()):
+        return [
+            {"type": "flatten"},
+            {"type": "dense", "features": num_classes, "activation": "sigmoid"},
+        ]
+
+    with MODELS.temporary("test_sigmoid_head", sigmoid_head):
+        config = npz_config(tmp_path, name="test_sigmoid_head")
+        (diagnostic,) = check_pipeline(parse_config(tomli_w.dumps(config)))
+        assert (diagnostic.code, diagnostic.got) == ("config.value", "activation = 'sigmoid'")
+        # Building it still works: a bundle trained before the rule still loads.
+        nnx.eval_shape(lambda: build_model("test_sigmoid_head", (8, 8, 1), 3, rngs=nnx.Rngs(0)))
 
 
 def test_float_pixels_in_0_255_get_the_stage_that_works_at_once(tmp_path):
@@ -635,8 +662,9 @@ def test_a_warning_hint_applied_silences_the_warning(tmp_path):
     for file in Path(config["data"]["path"]).rglob("*.png"):
         Image.open(file).convert("RGBA").save(file)
     config["data"]["mode"] = "rgb"
-    (warning,) = check(tmp_path, config)
-    assert (warning.code, warning.severity) == ("data.lossy", "warning")
+    found = check(tmp_path, config)
+    assert [(d.code, d.severity) for d in found] == [("data.lossy", "warning")], found
+    (warning,) = found
     assert check(tmp_path, apply_hint(config, warning.hint)) == []
 
 

@@ -179,9 +179,6 @@ def build_model(
         >>> model = build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
     """
     entries = MODELS.get(name)(input_shape, num_classes, layers)
-    logits = logits_activation(entries)
-    if logits is not None:
-        raise ConfigError(logits)
     built: list[Layer] = []
     shape, flow = tuple(input_shape), [f"input {'x'.join(map(str, input_shape))}"]
     for index, entry in enumerate(entries):

@@ -44,9 +44,9 @@ class _Activations(Registry):
 
     def unknown(self, name: object, *, where: str = "", place: str = "") -> Diagnostic:
         diagnostic = super().unknown(name, where=where, place=place)
-        if not isinstance(name, str) or name not in self._KERAS:
+        if not isinstance(name, str) or name.lower() not in self._KERAS:
             return diagnostic
-        ours, why = self._KERAS[name]
+        ours, why = self._KERAS[name.lower()]
         return dataclasses.replace(
             diagnostic,
             message=f"{diagnostic.message}: {why}",

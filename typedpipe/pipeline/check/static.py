@@ -25,7 +25,8 @@ from typedpipe.contracts import (
     compare,
     hints,
 )
-from typedpipe.models import build_model
+from typedpipe.models import MODELS, build_model
+from typedpipe.models.classifier import logits_activation
 from typedpipe.pipeline.check.fixes import (
     config_fixes,
     decode_fixes,
@@ -121,9 +122,19 @@ def check_draft(
 
 
 def check_model(config: Config) -> list[Diagnostic]:
-    """Build the model without allocating it; layer faults become diagnostics."""
+    """Build the model without allocating it; layer faults become diagnostics.
+
+    The logits layer must apply no activation (the loss applies softmax): refused
+    here and by the config loader, not by `build_model`, so that a bundle trained
+    before the rule still loads.
+    """
     model = config.model
     try:
+        logits = logits_activation(
+            MODELS.get(model.name)(model.input, model.num_classes, model.layers)
+        )
+        if logits is not None:
+            return [logits]
         nnx.eval_shape(
             lambda: build_model(
                 model.name, model.input, model.num_classes, model.layers, rngs=nnx.Rngs(0)

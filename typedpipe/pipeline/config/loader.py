@@ -143,7 +143,7 @@ def parse_draft(text: str, source: str = "<config>") -> Draft:
             tables[name] = {}
     top = {k: v for k, v in raw.items() if k not in _TABLES}
     found: list[Diagnostic] = []
-    scalars = _section(TopLevel, top, "the top level", None, locate, found)
+    scalars = _section(TopLevel, top, "the top level", None, locate, found, _TABLES)
     part("top", found)
     found = []
     data = _data(tables["data"], locate, found)
@@ -209,14 +209,18 @@ def _section(
     name: str | None,
     locate: _Locator,
     errors: list[Diagnostic],
-    index: int | None = None,
+    tables: tuple[str, ...] = (),
 ) -> Any:
-    """Build dataclass `cls` from a table (its defaults where the table is faulty)."""
+    """Build dataclass `cls` from a table (its defaults where the table is faulty).
+
+    `tables` are the names of the tables within it, read apart (the top level's
+    `[train]`...): an unknown key is held against them too (`[trian]` is a typo).
+    """
     values, found = validate(
-        dataclass_schema(cls),
+        {**dataclass_schema(cls), **{nested: (dict, False) for nested in tables}},
         table,
         where=where,
-        line=lambda key: locate(name, key, index),
+        line=lambda key: locate(name, key),
         defaults=_SAFE_DEFAULTS.get(cls, dataclass_defaults(cls)),
     )
     errors.extend(found)

@@ -61,6 +61,8 @@ class Synthetic(Source):
         if need > budget():
             image = math.prod(context.model_input) * 4
             fits = max(1, (budget() - context.num_classes * image) // (image + 4))
+            # A power of two: the memory free now is not the memory free a moment later.
+            fits = 2 ** int(math.log2(fits))
             return Survey.failed(
                 over_budget(
                     f"{self.options.num_samples:,} synthetic "
