@@ -366,6 +366,13 @@ EDITS = {
             "preprocess": [{"op": "random_crop", "height": 10, "width": 10}],
         },
     ),
+    "spatial/crop_uint8": (
+        "shape.spatial",
+        lambda t: {
+            **npz_config(t, (unit() * 255).astype(np.uint8), input=[10, 10, 1]),
+            "preprocess": [{"op": "center_crop", "height": 10, "width": 10}, {"op": "to_float"}],
+        },
+    ),
     "channels/to_rgb": ("shape.channels", lambda t: npz_config(t, input=[SIZE, SIZE, 3])),
     "channels/to_gray": (
         "shape.channels",
@@ -399,6 +406,13 @@ EDITS = {
         lambda t: {
             **npz_config(t, (unit() * 255).astype(np.uint8)),
             "preprocess": [{"op": "resize", "height": 8, "width": 8}],
+        },
+    ),
+    "dtype/to_float_later": (
+        "dtype.input",
+        lambda t: {
+            **npz_config(t, (unit() * 255).astype(np.uint8), input_range=[-1.0, 1.0]),
+            "preprocess": [{"op": "normalize", "mean": [0.5], "std": [0.5]}, {"op": "to_float"}],
         },
     ),
     "dtype/float_255_to_float": (
@@ -489,6 +503,12 @@ EDITS["mode_mixed"] = ("data.mode_mixed", _mode_mixed)
 
 DEVICES = {"value/batch_size_devices": 4}
 
+# Cases whose fix moves a stage: the hint must say so, not add a second one.
+MOVES = {
+    "dtype/to_float_later": "remove [[preprocess]] #2 (to_float) and add",
+    "spatial/crop_uint8": "remove [[preprocess]] #2 (to_float) and add",
+}
+
 
 @pytest.mark.parametrize("case", EDITS)
 def test_applying_the_hint_removes_the_fault_and_leaves_no_error(case, tmp_path):
@@ -499,6 +519,8 @@ def test_applying_the_hint_removes_the_fault_and_leaves_no_error(case, tmp_path)
     found = [d for d in before if d.code == code]
     assert found, f"no {code} among {[str(d) for d in before]}"
     assert found[0].is_error
+    if case in MOVES:
+        assert found[0].hint.startswith(MOVES[case]), found[0].hint
     fixed = apply_hint(config, found[0].hint)
     after = check(tmp_path, fixed, devices)
     assert not errors(after), f"{found[0].hint!r} left: " + "\n".join(str(d) for d in errors(after))

@@ -139,6 +139,17 @@ def require_positive(stage: Stage, **values: float) -> None:
             )
 
 
+def _params(stage: Stage) -> dict[str, Any]:
+    """A stage's config keys as a hint writes them: those set otherwise than by default,
+    and a to_float's scale always (it is what the stage is for)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(stage)}
+    return {
+        key: value
+        for key, value in dataclasses.asdict(stage).items()
+        if key == "scale" or value != defaults[key]
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
     """The configured stages, in order: one device-side function for the train step.
@@ -161,17 +172,42 @@ class Preprocess:
             try:
                 spec = stage.in_spec(spec)
             except ContractError as err:
-                place = f"[[preprocess]] #{index + 1} ({stage.op})"
                 raise ContractError(
                     dataclasses.replace(
                         d,
                         stage=f"preprocess[{index}] {stage.op}",
-                        hint=d.hint.replace(hints.THIS_STAGE, place),
+                        hint=self._fix(index, d, spec),
                     )
                     for d in err.diagnostics
                 ) from None
             specs.append(spec)
         return specs
+
+    def _place(self, index: int) -> str:
+        return f"[[preprocess]] #{index + 1} ({self.stages[index].op})"
+
+    def _fix(self, index: int, diagnostic: Diagnostic, spec: ImageSpec) -> str:
+        """A stage's hint, its "this stage" named; where integer pixels reach a stage that
+        wants floats, the to_float stage is put before it (moved, if it comes later)."""
+        stage = self.stages[index]
+        integers = not spec.is_float and spec.layout == "nhwc"
+        wants_float = diagnostic.code == "dtype.input" and integers
+        size = {k: v for k, v in _params(stage).items() if k in ("height", "width")}
+        crop_too_big = diagnostic.code == "shape.spatial" and integers and len(size) == 2
+        if not (wants_float or crop_too_big):
+            return diagnostic.hint.replace(hints.THIS_STAGE, self._place(index))
+        later = [k for k in range(index + 1, len(self.stages)) if self.stages[k].op == "to_float"]
+        steps = [f"remove {self._place(later[0])}"] if later else []
+        to_float = (
+            hints.stage_line("to_float", **_params(self.stages[later[0]]))
+            if later
+            else hints.to_float(spec.dtype)
+        )
+        steps.append(f"add {to_float} before {self._place(index)}")
+        if crop_too_big:  # a crop larger than the image: resize up to it first, in floats
+            resize = hints.stage_line("resize", **size)
+            steps.append(f"add {resize} before [[preprocess]] #{index + 2} ({stage.op})")
+        return " and ".join(steps)
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
         """The spec the last stage hands on (`spec` itself when there are no stages)."""

@@ -187,9 +187,7 @@ class CenterCrop(Stage):
                 f"cannot crop {self.height}x{self.width} from {spec.height}x{spec.width}",
                 spec,
                 f"at least b {self.height} {self.width} c",
-                hints.spatial(self.height, self.width)
-                if spec.is_float
-                else f"{hints.spatial(self.height, self.width)}, after a to_float stage",
+                hints.spatial(self.height, self.width),
             )
         return dataclasses.replace(spec, height=self.height, width=self.width)
 
