@@ -431,6 +431,13 @@ EDITS = {
             "preprocess": [{"op": "to_float", "scale": 1.0}],
         },
     ),
+    "range/uint16_scale": (
+        "range.input",
+        lambda t: {
+            **npz_config(t, (unit() * 65535).astype(np.uint16)),
+            "preprocess": [{"op": "to_float"}],
+        },
+    ),
     "range/huge": ("range.input", lambda t: npz_config(t, unit() * 1e30)),
     "range/signed": ("range.input", lambda t: npz_config(t, unit() * 2 - 1)),
     "range/rgb_255": ("range.input", lambda t: npz_config(t, unit((90, SIZE, SIZE, 3)) * 255)),

@@ -232,7 +232,8 @@ def _range(
     got = at_model.value_range or allowed
     candidates: list[Candidate] = []
     scaled = [i for i, stage in enumerate(stages) if stage.op == "to_float"]
-    if scaled and allowed[0] == 0.0 and hints.pixel_scale(got, allowed):
+    # Integer pixels scaled by the wrong factor: the to_float scale for their dtype.
+    if scaled and allowed[0] == 0.0 and not data.is_float:
         index = scaled[-1]
         if not any(stage.op == "normalize" for stage in stages[index:]):
             scale = hints.to_float_scale(data.dtype) * allowed[1]
