@@ -526,8 +526,10 @@ def cmd_predict(args) -> int:
 
 def cmd_bench(args) -> int:
     from typedpipe.pipeline.bench import bench_step
+    from typedpipe.pipeline.train.sharding import use_every_cpu_core
 
-    result = bench_step(_load(args.config), steps=args.steps, devices=args.devices or 1)
+    use_every_cpu_core()
+    result = bench_step(_load(args.config), steps=args.steps, devices=args.devices)
     if args.json:
         _print_json(args, {"ok": True, **result})
         return EXIT_OK
@@ -606,8 +608,10 @@ def _join(args) -> None:
         raise UsageError("--coordinator, --num-processes and --process-id go together")
     if args.process_id is not None and args.process_id >= args.num_processes:
         raise UsageError(f"--process-id {args.process_id} must be below --num-processes")
-    from typedpipe.pipeline.train.sharding import join_cluster
+    from typedpipe.pipeline.train.sharding import join_cluster, use_every_cpu_core
 
+    if args.coordinator is None:  # one process on this machine: it may have every core
+        use_every_cpu_core()
     join_cluster(*flags)
 
 
