@@ -47,9 +47,10 @@ class Block(nnx.Module):
         self.bn1 = nnx.BatchNorm(cout, rngs=rngs)
         self.conv2 = nnx.Conv(cout, cout, (3, 3), use_bias=False, rngs=rngs)
         self.bn2 = nnx.BatchNorm(cout, rngs=rngs)
-        self.shortcut = None
+        shortcut = None
         if stride != 1 or cin != cout:
-            self.shortcut = nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+            shortcut = nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+        self.shortcut = nnx.data(shortcut)
 
     def __call__(self, x):
         y = self.bn2(self.conv2(nnx.relu(self.bn1(self.conv1(x)))))
