@@ -1,12 +1,20 @@
 """Strict JAX for every test: several CPU devices, no implicit rank or dtype promotion."""
 
 import os
+import tempfile
 
 # Before JAX is imported anywhere: four host devices to exercise sharding.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for every test worker and every CLI subprocess: most
+# tests compile the same few train steps, and a compile costs more than most tests.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"typedpipe-tests-xla-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax
 import numpy as np
