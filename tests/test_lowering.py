@@ -91,3 +91,12 @@ def test_matmul_lowering_has_no_convolution_or_window_ops():
     with lowered_as("native"):
         text = jax.jit(jax.grad(net)).lower(x, w).as_text()
     assert "convolution" in text and "select_and_scatter" in text
+
+
+def test_on_cpu_only_a_thin_input_is_convolved_as_a_matmul():
+    if jax.default_backend() != "cpu":
+        pytest.skip("the choice is the CPU backend's")
+    w_thin, w_wide = jnp.ones((3, 3, 3, 8)), jnp.ones((3, 3, 16, 8))
+    thin = jax.jit(lambda x: conv2d(x, w_thin, 1, "same")).lower(jnp.ones((2, 8, 8, 3))).as_text()
+    wide = jax.jit(lambda x: conv2d(x, w_wide, 1, "same")).lower(jnp.ones((2, 8, 8, 16))).as_text()
+    assert "convolution" not in thin and "convolution" in wide
