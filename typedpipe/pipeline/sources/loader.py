@@ -103,17 +103,18 @@ def training_batches(
     import grain
 
     per_epoch = len(indices) // batch_size
-    source = grain.MapDataset.source(np.asarray(indices))
+    indices = np.asarray(indices)
 
+    # One permutation per epoch, drawn once: looking each row up through a shuffled
+    # Grain dataset costs tens of microseconds a row, more than a small step.
     @functools.lru_cache(maxsize=2)  # the epoch being read, and the next
-    def order(epoch: int):
-        return source.shuffle(seed=epoch_seed(seed, epoch))
+    def order(epoch: int) -> np.ndarray:
+        return np.random.default_rng(epoch_seed(seed, epoch)).permutation(indices)
 
     def read(step: int) -> Batch:
         epoch, position = divmod(step, per_epoch)
-        shuffled = order(epoch)
-        chosen = [shuffled[i] for i in range(position * batch_size, (position + 1) * batch_size)]
-        return _read_rows(records, np.asarray(chosen), batch_size, shard)
+        rows = order(epoch)[position * batch_size : (position + 1) * batch_size]
+        return _read_rows(records, rows, batch_size, shard)
 
     steps = grain.MapDataset.range(start, stop).map(read)
     return iter(steps.to_iter_dataset(_options(records)))
@@ -137,5 +138,7 @@ def _read_rows(
 def _options(records: RecordSource):
     import grain
 
-    threads = getattr(records, "read_threads", 1)
+    # Records in memory (no `read_threads`) are read on the calling thread: a fancy
+    # index costs microseconds, and a reader thread would fight the step for the cores.
+    threads = getattr(records, "read_threads", 0)
     return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=PREFETCH * threads)
