@@ -1,9 +1,11 @@
-"""The one loader: Grain shuffles, shards, batches and prefetches every source's records.
+"""The one loader: every source's records, batched, sharded per process, and read
+ahead on Grain's threads.
 
-Training, evaluation and `bench` all read through `batches`. What it yields is a
-pure function of (seed, epoch, position): a run stopped at any step resumes on
-exactly the batches it would have seen, by skipping whole batches of indices
-(nothing is read for them).
+Training reads through `training_batches`, evaluation through `batches`. What
+they yield is a pure function of (seed, epoch, position): each epoch's order is
+one permutation drawn from (seed, epoch), so a run stopped at any step resumes on
+exactly the batches it would have seen, starting at that step (nothing is read
+for the steps before it).
 """
 
 import dataclasses
