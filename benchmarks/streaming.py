@@ -52,10 +52,11 @@ def _write_folder(root: Path, count: int) -> None:
 
 
 def _child(*argv: str) -> tuple[dict, int]:
-    """Run `typedpipe ARGV --json` in a fresh process: its JSON and its peak RSS in bytes."""
+    """Run `typedpipe ARGV --json` in a fresh process, as the command runs: its JSON and its
+    peak RSS in bytes."""
     with tempfile.TemporaryFile("w+") as out:
         child = subprocess.Popen(
-            [sys.executable, "-m", "typedpipe.cli", *argv, "--json"],
+            [sys.executable, "-m", "typedpipe", *argv, "--json"],
             stdout=out,
             stderr=subprocess.DEVNULL,
         )

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typedpipe.launch import huge_page_environment
+
 ROOT = Path(__file__).parent.parent
 
 # name: (typedpipe config, input shape, batch size, timed steps)
@@ -68,9 +70,13 @@ def measure(framework: str, workload: str) -> dict:
 
 
 def _in_fresh_process(framework: str, workload: str) -> dict:
+    # typedpipe in the process its command would run in (`typedpipe.launch`); the
+    # peers in the one their users get.
+    environ = huge_page_environment() if framework.startswith("typedpipe") else None
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.training", "--one", framework, workload],
         cwd=ROOT,
+        env=environ,
         capture_output=True,
         text=True,
         check=False,
