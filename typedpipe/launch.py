@@ -43,7 +43,7 @@ def _glibc_has_hugetlb() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()  # "glibc 2.36"
         major, minor = (int(part) for part in version.split(".")[:2])
     except (ValueError, OSError, AttributeError):  # not glibc, or an odd version string
         return False
