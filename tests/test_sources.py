@@ -349,3 +349,39 @@ def test_a_file_damaged_after_the_check_is_named_when_training_reads_it(tmp_path
     assert (diagnostic.code, diagnostic.items) == ("data.corrupt", ("cat/1.png",))
     assert diagnostic.message.startswith("1 file(s) cannot be used: cat/1.png: ")
     assert diagnostic.expected == "readable uint8 b 10 12 3 in [0, 255] images"
+
+
+def test_decoded_images_are_kept_for_the_next_epoch_where_they_fit(tmp_path, monkeypatch):
+    """Read once, a file is not decoded again: damaging it afterwards changes nothing.
+    Past the memory budget every read decodes, and sees the damage."""
+    from typedpipe.pipeline.sources import cache
+
+    pixels = _folder(tmp_path)
+    config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n')
+    source = config.source()
+    survey = source.survey()
+    records = source.records(survey)
+    first, _ = read_batch(records, np.array([4, 0]))  # cat/1, bird/0
+    (tmp_path / "cat" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    again, labels = read_batch(records, np.array([0, 5, 4]))  # cat/2 decoded, the others kept
+    np.testing.assert_array_equal(again[[0, 2]], first[[1, 0]])
+    np.testing.assert_array_equal(again[1], pixels["cat/2"])
+    np.testing.assert_array_equal(labels, [0, 1, 1])
+
+    monkeypatch.setattr(cache, "CACHE_BYTES", 9 * 10 * 12 * 3 - 1)  # one byte short
+    uncached = source.records(survey)
+    assert uncached.cache is None
+    with pytest.raises(ContractError) as caught:
+        read_batch(uncached, np.array([4]))
+    assert caught.value.diagnostic.items == ("cat/1.png",)
+
+
+def test_a_read_that_fails_keeps_nothing(tmp_path):
+    _folder(tmp_path)
+    config = _config(f'[data]\nsource = "imagefolder"\npath = "{tmp_path}"\n')
+    source = config.source()
+    records = source.records(source.survey())
+    (tmp_path / "cat" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ContractError):
+        read_batch(records, np.array([3, 4]))
+    assert not records.cache.filled.any()

@@ -8,9 +8,10 @@ measure the value range, and every file of a format with no structural walk
 (GIF, BMP, WebP, TIFF), one image at a time: only a range is kept, never pixels.
 Links, permissions and odd files get their own diagnostics, and a decode setting
 that throws information away a warning (or, where it would saturate 16-bit
-pixels, an error). Training then reads the files batch by batch (`FileRecords`):
-host memory does not grow with the number of files. Files are only read: nothing
-in the folder is ever written, moved or deleted.
+pixels, an error). Training then reads the files batch by batch (`FileRecords`),
+keeping the decoded images for the next epochs where they fit a memory budget
+(`cache`); past it, host memory does not grow with the number of files. Files
+are only read: nothing in the folder is ever written, moved or deleted.
 """
 
 import collections
@@ -30,6 +31,7 @@ from typedpipe.contracts.diagnostics import data_corrupt, data_empty
 from typedpipe.contracts.specs import LabelFormat
 from typedpipe.pipeline.sources.audit import nonfinite_diagnostic, nonfinite_images, value_range
 from typedpipe.pipeline.sources.base import DataPath, Source, Survey, labels_as
+from typedpipe.pipeline.sources.cache import DecodedCache
 from typedpipe.pipeline.sources.decode import (
     DEEP_MODES,
     Header,
@@ -95,19 +97,26 @@ class ImageFolder(Source):
         if survey.errors or survey.spec is None:
             raise ContractError(survey.errors or survey.diagnostics)
         return FileRecords(
-            survey.files, survey.labels, survey.spec, self.options, Path(self.options.path)
+            survey.files,
+            survey.labels,
+            survey.spec,
+            self.options,
+            Path(self.options.path),
+            DecodedCache.fitting(len(survey.files), survey.spec),
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class FileRecords:
-    """The surveyed files, decoded when read: Grain's random-access protocol over a folder."""
+    """The surveyed files, decoded when first read: Grain's random-access protocol over a folder."""
 
     files: tuple[Path, ...]
     labels: np.ndarray
     spec: ImageSpec
     options: FolderOptions
     root: Path
+    # The decoded images, where they fit in memory; None decodes on every read.
+    cache: DecodedCache | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -122,16 +131,20 @@ class FileRecords:
         return _THREADS if self.spec.height * self.spec.width >= _PARALLEL_DECODE_PIXELS else 1
 
     def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Decode the files at `indices` into one `(n, h, w, c)` array.
+        """The images at `indices` as one `(n, h, w, c)` array: decoded from their files, or
+        as they were decoded by an earlier read (`cache`).
 
         Raises:
             ContractError: a file no longer decodes to the surveyed spec
                 (`data.corrupt`), or holds NaN/inf pixels (`value.nonfinite`).
         """
         images = np.empty((len(indices), *self.spec.shape), self.spec.dtype)
+        cached = np.zeros(len(indices), bool)
+        if self.cache is not None:
+            cached = self.cache.read(indices, images)
         failed: list[tuple[str, str]] = []
-        for row, index in enumerate(indices):
-            path = self.files[index]
+        for row in np.flatnonzero(~cached):
+            path = self.files[indices[row]]
             pixels = _try_decode(path, self.options)
             if (
                 isinstance(pixels, str)
@@ -152,10 +165,13 @@ class FileRecords:
             raise ContractError(
                 corrupt_files(failed, expected=f"readable {self.spec.describe()} images")
             )
-        names = [_relative(self.root, self.files[i]) for i in indices]
-        nonfinite = nonfinite_images(images, names)
-        if nonfinite:
-            raise ContractError(nonfinite)
+        if np.issubdtype(images.dtype, np.floating):  # only floats can hold NaN or inf
+            names = [_relative(self.root, self.files[i]) for i in indices]
+            nonfinite = nonfinite_images(images, names)
+            if nonfinite:
+                raise ContractError(nonfinite)
+        if self.cache is not None:
+            self.cache.keep(indices[~cached], images[~cached])
         return images, self.labels[indices]
 
 
