@@ -28,7 +28,7 @@ def bench_step(config: Config, steps: int = 50, devices: int | None = None) -> d
     Raises:
         ContractError: the config does not pass `check`.
     """
-    placement = Placement(devices or default_devices(config))
+    placement = Placement(devices or default_devices())
     devices = placement.num_devices
     survey = config.source().survey()
     found = errors(check_pipeline(config, survey, devices=devices))

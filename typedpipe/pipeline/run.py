@@ -73,8 +73,8 @@ def train_run(
         epochs: overrides `[train] epochs`.
         max_steps: stop once the run has taken this many steps (a checkpoint is written).
         resume: continue from the newest checkpoint in `out`, exactly where it stopped.
-        devices: data-parallel devices (default: `default_devices`: one accelerator,
-            every CPU core where the step is big enough, every device of several processes).
+        devices: data-parallel devices (default: `default_devices`: every device of
+            several processes, one otherwise).
         callbacks: your own, run after typedpipe's (progress bars, early stopping).
         on_phase: told what the run is doing before training starts.
 
@@ -90,7 +90,7 @@ def train_run(
     """
     if epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    placement = Placement(devices=devices or default_devices(config))
+    placement = Placement(devices=devices or default_devices())
     on_phase("checking the pipeline and its data")
     source = config.source()
     survey = source.survey()

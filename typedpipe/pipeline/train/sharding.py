@@ -9,13 +9,9 @@ import os
 
 import jax
 import numpy as np
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from typedpipe.contracts import ConfigError, ContractError, Diagnostic
-from typedpipe.models import build_model
-from typedpipe.models.summary import layer_rows
-from typedpipe.pipeline.config import Config
+from typedpipe.contracts import ConfigError, Diagnostic
 
 
 class Placement:
@@ -89,10 +85,9 @@ class Placement:
 
 
 def use_every_cpu_core() -> None:
-    """Give JAX's CPU backend one device per core, so that data parallelism uses every core.
+    """Give JAX's CPU backend one device per core, so that `--devices N` can split a batch
+    over the cores.
 
-    XLA's CPU backend runs each fused loop on one thread; only its matmuls use
-    more. A batch sharded over one device per core runs every op on every core.
     Call it before JAX starts a backend (the CLI does, first thing); it keeps a
     device count the user chose (XLA_FLAGS, JAX_NUM_CPU_DEVICES) and leaves a
     backend already running alone.
@@ -106,35 +101,17 @@ def use_every_cpu_core() -> None:
         return
 
 
-#: Below this many FLOPs per step and device, splitting a batch costs more than it gains.
-#: On 2 cores: small_cnn on digits (0.3 GFLOP a device) gains nothing, the seed CNN
-#: (0.7) 1.1x, resnet20 (7.9) 1.4x.
-SHARD_FLOPS = 5e8
+def default_devices() -> int:
+    """Devices to train on when the user names none: every device of several processes,
+    one otherwise.
 
-
-def default_devices(config: Config) -> int:
-    """Devices to train `config` on when the user names none.
-
-    Several processes: all of theirs. The CPU backend: as many of its devices
-    (one per core, `use_every_cpu_core`) as divide the batch, when the step is
-    big enough for each share to pay for the split. Accelerators: one.
+    One on CPU too, though `use_every_cpu_core` makes one device per core (for
+    `--devices N`). Measured on 2 cores, with the CPU lowerings and huge pages:
+    splitting the batch gained 1.08x on resnet20 and lost 10% on the seed CNN,
+    and XLA's CPU collectives can deadlock between the devices of one process
+    (resnet20 on 2 devices aborted after 40 s in about 1 of 6,000 steps).
     """
-    devices = jax.devices()
-    if jax.process_count() > 1:
-        return len(devices)
-    if devices[0].platform != "cpu" or len(devices) == 1:
-        return 1
-    m, batch_size = config.model, config.train.batch_size
-    try:
-        model = nnx.eval_shape(
-            lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
-        )
-    except (ConfigError, ContractError):  # `check` reports why; train on one device
-        return 1
-    # Forward and backward: about three forward passes.
-    step_flops = 3 * batch_size * sum(row.flops for row in layer_rows(model))
-    usable = [n for n in range(1, len(devices) + 1) if batch_size % n == 0]
-    return max((n for n in usable if step_flops / n >= SHARD_FLOPS), default=1)
+    return len(jax.devices()) if jax.process_count() > 1 else 1
 
 
 def join_cluster(
