@@ -108,12 +108,14 @@ def test_matmul_lowering_has_no_convolution_or_window_ops():
         (5, (6, 6), 4, 2, "same"),
     ],
 )
-def test_wide_conv_kernel_gradient_in_chunks_agrees(
-    run, monkeypatch, batch, size, kernel, stride, padding
+@pytest.mark.parametrize("chunk_bytes", [1, lowering_module.CHUNK_BYTES])
+def test_wide_conv_kernel_gradient_agrees(
+    run, monkeypatch, batch, size, kernel, stride, padding, chunk_bytes
 ):
     """Wider inputs keep XLA's convolution, and take their kernel gradient a few images at a
-    time: forced here to one image of patches per chunk, so that the loop runs."""
-    monkeypatch.setattr(lowering_module, "CHUNK_BYTES", 1)
+    time: forced to one image of patches per chunk, so that the loop runs; or, where the
+    patches fit one chunk, from XLA."""
+    monkeypatch.setattr(lowering_module, "CHUNK_BYTES", chunk_bytes)
     keys = jax.random.split(jax.random.key(2), 2)
     x = jax.random.normal(keys[0], (batch, *size, 8))
     w = jax.random.normal(keys[1], (kernel, kernel, 8, 5))

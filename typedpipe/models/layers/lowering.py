@@ -86,25 +86,33 @@ def conv2d(
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x: Array, kernel: Array, stride: int, padding: str) -> Array:
-    """The CPU convolution: a thin input's as patches times one matrix, a wider one's as
-    XLA's; the kernel gradient as patches, a few images at a time (`_kernel_grad`)."""
-    if x.shape[-1] > FEW_CHANNELS:
-        return _xla_conv(x, kernel, stride, padding)
-    size, _, channels, features = kernel.shape
-    patches = _patches(_padded(x, size, stride, padding), size, stride)
-    return patches @ kernel.reshape(size * size * channels, features)
+    """The CPU convolution: a thin input's as its patches times one matrix, a wider one's
+    as XLA's; the kernel gradient from patches, a few images at a time (`_kernel_grad`)."""
+    return _conv_forward(x, kernel, stride, padding)[0]
 
 
 def _conv_forward(x: Array, kernel: Array, stride: int, padding: str):
-    return _conv(x, kernel, stride, padding), (x, kernel)
+    if x.shape[-1] > FEW_CHANNELS:
+        return _xla_conv(x, kernel, stride, padding), (x, kernel, None)
+    size, _, channels, features = kernel.shape
+    patches = _patches(_padded(x, size, stride, padding), size, stride)
+    # A thin input's patches are small enough to keep for the kernel gradient.
+    return patches @ kernel.reshape(size * size * channels, features), (x, kernel, patches)
 
 
 def _conv_backward(stride: int, padding: str, saved, g: Array):
-    x, kernel = saved
+    x, kernel, patches = saved
     # XLA's input gradient (a transposed convolution) is fast; an image's is pruned.
     _, input_grad = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)
-    x = _padded(x, kernel.shape[0], stride, padding)
-    return *input_grad(g), _kernel_grad(x, g, kernel, stride)
+    if patches is not None:
+        return *input_grad(g), _kernel_grad(patches, g, kernel, lambda patches: patches)
+    size, _, channels, _ = kernel.shape
+    if g.size // g.shape[-1] * size * size * channels * x.dtype.itemsize <= CHUNK_BYTES:
+        # Patches that fit one chunk: XLA's own gradient is as fast (digits' convolutions).
+        _, kernel_grad = jax.vjp(lambda kernel: _xla_conv(x, kernel, stride, padding), kernel)
+        return *input_grad(g), *kernel_grad(g)
+    x = _padded(x, size, stride, padding)
+    return *input_grad(g), _kernel_grad(x, g, kernel, lambda x: _patches(x, size, stride))
 
 
 _conv.defvjp(_conv_forward, _conv_backward)
@@ -132,12 +140,14 @@ def _patches(x: Array, size: int, stride: int) -> Array:
 
 
 #: Bytes of patches the kernel gradient builds at a time: a few images' worth, which
-#: stay in cache between being written and being multiplied.
+#: stay in cache between being written and being multiplied. A wider input whose
+#: patches fit in one chunk keeps XLA's kernel gradient.
 CHUNK_BYTES = 8 * 2**20
 
 
-def _kernel_grad(x: Array, g: Array, kernel: Array, stride: int) -> Array:
-    """The kernel's gradient, `g^T @ patches` summed over the batch a chunk of images at a time.
+def _kernel_grad(source: Array, g: Array, kernel: Array, patches_of) -> Array:
+    """The kernel's gradient, `g^T @ patches` summed over the batch a chunk of images at a time;
+    `patches_of` makes a chunk's patches from its rows of `source`.
 
     XLA's CPU backend computes a convolution's kernel gradient as a second
     convolution whose window is the whole image, after copying both operands
@@ -147,25 +157,32 @@ def _kernel_grad(x: Array, g: Array, kernel: Array, stride: int) -> Array:
     """
     size, _, channels, features = kernel.shape
     batch, out_h, out_w = g.shape[:3]
-    image_bytes = out_h * out_w * size * size * channels * x.dtype.itemsize
+    taps = size * size * channels
+
+    def product(source: Array, g: Array) -> Array:
+        # In float32: the sum runs over every pixel of the batch (and XLA's CPU
+        # dot has no bfloat16 x bfloat16 -> float32).
+        patches = patches_of(source).reshape(-1, taps).astype(jnp.float32)
+        return g.reshape(-1, features).T.astype(jnp.float32) @ patches
+
+    image_bytes = out_h * out_w * taps * source.dtype.itemsize
     fits = (d for d in range(1, batch + 1) if batch % d == 0 and d * image_bytes <= CHUNK_BYTES)
     chunk = max(fits, default=1)
     steps = batch // chunk
-    # Chunk i holds images i, i + steps, ...: the loop runs over an axis that a
-    # data-parallel split of the batch leaves whole on every device.
-    xs = x.reshape(chunk, steps, *x.shape[1:])
-    gs = g.reshape(chunk, steps, *g.shape[1:])
+    if steps == 1:
+        total = product(source, g)
+    else:
+        # Chunk i holds images i, i + steps, ...: the loop runs over an axis that a
+        # data-parallel split of the batch leaves whole on every device.
+        sources = source.reshape(chunk, steps, *source.shape[1:])
+        gs = g.reshape(chunk, steps, *g.shape[1:])
 
-    def add_chunk(i: Array, total: Array) -> Array:
-        x_i = lax.dynamic_index_in_dim(xs, i, axis=1, keepdims=False)
-        g_i = lax.dynamic_index_in_dim(gs, i, axis=1, keepdims=False)
-        patches = _patches(x_i, size, stride).reshape(-1, size * size * channels)
-        return total + jnp.matmul(
-            g_i.reshape(-1, features).T, patches, preferred_element_type=total.dtype
-        )
+        def add_chunk(i: Array, total: Array) -> Array:
+            source_i = lax.dynamic_index_in_dim(sources, i, axis=1, keepdims=False)
+            g_i = lax.dynamic_index_in_dim(gs, i, axis=1, keepdims=False)
+            return total + product(source_i, g_i)
 
-    total = jnp.zeros((features, size * size * channels), jnp.float32)
-    total = lax.fori_loop(0, steps, add_chunk, total)
+        total = lax.fori_loop(0, steps, add_chunk, jnp.zeros((features, taps), jnp.float32))
     return total.T.reshape(kernel.shape).astype(kernel.dtype)
 
 
