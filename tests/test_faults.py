@@ -108,8 +108,8 @@ def test_killed_anywhere_then_resumed_is_bit_identical(
 def test_ctrl_c_keeps_a_checkpoint_and_says_how_to_resume(tmp_path):
     config = config_file(tmp_path, CONFIG.replace("epochs = 2", "epochs = 200"))
     run = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "typedpipe.cli", "train", str(config), "--out", str(run)],
+    process = subprocess.Popen(  # the command as users run it (`typedpipe.launch`)
+        [sys.executable, "-m", "typedpipe", "train", str(config), "--out", str(run)],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -127,6 +127,25 @@ def test_ctrl_c_keeps_a_checkpoint_and_says_how_to_resume(tmp_path):
     resumed = train_cli(str(config), "--out", str(run), "--resume", "--max-steps", str(step + 1))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["metrics"]["steps"] == step + 1
+
+
+def test_ctrl_c_before_training_exits_130_without_a_crash(tmp_path):
+    """While the data is opened and the step compiles, XLA works on its own threads:
+    the interpreter must not be torn down under them (that was a segfault)."""
+    config = config_file(tmp_path, CONFIG.replace("epochs = 2", "epochs = 200"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "typedpipe", "train", str(config), "--out", str(tmp_path / "r")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # the first phase is done: the next one is under way
+        if " in " in line and "s" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
 
 
 def short(text: str = CONFIG, **train):

@@ -17,6 +17,7 @@ how to opt out: `GLIBC_TUNABLES=glibc.malloc.hugetlb=0`).
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,14 +59,41 @@ def _thp_available() -> bool:
         return False
 
 
+#: The exit status of a run stopped by Ctrl-C (DESIGN.md), as `typedpipe.cli` has it.
+EXIT_INTERRUPTED = 130
+
+# Set in the re-executed process's environment: SIGINT arrives blocked, to unblock.
+_SIGINT_HELD = "_TYPEDPIPE_SIGINT_HELD"
+
+
 def main() -> int:
     """The console script: re-execute a stepping command on huge pages once, then run it."""
-    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
-    environ = huge_page_environment() if command in STEPPING else None
-    if environ is not None:
-        # Where it cannot re-execute (a frozen or odd interpreter), it runs as it is.
-        with contextlib.suppress(OSError):
-            os.execve(sys.executable, sys.orig_argv, environ)
-    from typedpipe.cli import main as cli_main
+    if os.environ.pop(_SIGINT_HELD, None):
+        # A Ctrl-C pressed during the re-execution was held, pending: it lands here.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+        environ = huge_page_environment() if command in STEPPING else None
+        if environ is not None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            # Where it cannot re-execute (a frozen or odd interpreter), it runs as it is.
+            with contextlib.suppress(OSError):
+                os.execve(sys.executable, sys.orig_argv, {**environ, _SIGINT_HELD: "1"})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        from typedpipe.cli import main as cli_main
 
-    return cli_main()
+        code = cli_main()
+    except KeyboardInterrupt:  # before the CLI started: while Python imported it
+        print("interrupted: nothing was trained or written", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        # XLA may still be compiling on its own threads, and tearing the interpreter
+        # down under them crashes it. Everything typedpipe writes is closed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
