@@ -244,3 +244,26 @@ def test_synthetic_data_is_learnable(tmp_path):
     )
     metrics = train_run(config, tmp_path)
     assert metrics["test_accuracy"] > 0.9  # chance is 0.25
+
+
+def test_the_contracts_compile_away():
+    """Checked and unchecked, the train step is one program: the contracts cost nothing
+    per step. Only the metadata (source lines, op names) may differ."""
+    import re
+
+    from typedpipe.contracts import unchecked
+    from typedpipe.pipeline.sources import Batch
+
+    config = augmented_config(epochs=1)
+    images = np.zeros((8, 8, 8, 1), np.uint8)
+    batch = Batch(images, np.arange(8, dtype=np.int32) % 10, np.ones(8, bool))
+
+    def compiled_step() -> str:
+        train = make_train(config, "int", steps_per_epoch=10)
+        state = jax.jit(train.init_state)(jax.random.key(0))
+        text = jax.jit(train.train_step).lower(state, batch, jax.random.key(1)).compile().as_text()
+        return re.sub(r", metadata=\{[^}]*\}", "", text)
+
+    checked = compiled_step()
+    with unchecked():
+        assert compiled_step() == checked
