@@ -108,8 +108,8 @@ def _conv_backward(stride: int, padding: str, saved, g: Array):
     _, input_grad = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)
     if patches is not None:
         return *input_grad(g), _kernel_grad(patches, g, kernel, lambda patches: patches)
-    size, _, channels, _ = kernel.shape
-    if g.size // g.shape[-1] * size * size * channels * x.dtype.itemsize <= CHUNK_BYTES:
+    size = kernel.shape[0]
+    if g.shape[0] * _image_patch_bytes(g, kernel, x.dtype) <= CHUNK_BYTES:
         # Patches that fit one chunk: XLA's own gradient is as fast (digits' convolutions).
         _, kernel_grad = jax.vjp(lambda kernel: _xla_conv(x, kernel, stride, padding), kernel)
         return *input_grad(g), *kernel_grad(g)
@@ -147,6 +147,12 @@ def _patches(x: Array, size: int, stride: int) -> Array:
 CHUNK_BYTES = 8 * 2**20
 
 
+def _image_patch_bytes(g: Array, kernel: Array, dtype) -> int:
+    """Bytes of one image's patches: `k k c` values for each of `g`'s output positions."""
+    size, _, channels, _ = kernel.shape
+    return g.shape[1] * g.shape[2] * size * size * channels * np.dtype(dtype).itemsize
+
+
 def _kernel_grad(source: Array, g: Array, kernel: Array, patches_of) -> Array:
     """The kernel's gradient, `g^T @ patches` summed over the batch a chunk of images at a time;
     `patches_of` makes a chunk's patches from its rows of `source`.
@@ -158,7 +164,7 @@ def _kernel_grad(source: Array, g: Array, kernel: Array, patches_of) -> Array:
     chunk's are not.
     """
     size, _, channels, features = kernel.shape
-    batch, out_h, out_w = g.shape[:3]
+    batch = g.shape[0]
     taps = size * size * channels
 
     def product(source: Array, g: Array) -> Array:
@@ -167,7 +173,7 @@ def _kernel_grad(source: Array, g: Array, kernel: Array, patches_of) -> Array:
         patches = patches_of(source).reshape(-1, taps).astype(jnp.float32)
         return g.reshape(-1, features).T.astype(jnp.float32) @ patches
 
-    image_bytes = out_h * out_w * taps * source.dtype.itemsize
+    image_bytes = _image_patch_bytes(g, kernel, source.dtype)
     fits = (d for d in range(1, batch + 1) if batch % d == 0 and d * image_bytes <= CHUNK_BYTES)
     chunk = max(fits, default=1)
     steps = batch // chunk
