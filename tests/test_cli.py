@@ -493,3 +493,21 @@ def test_version_names_the_installed_package(capsys):
         main(["--version"])
     assert info.value.code == EXIT_OK
     assert capsys.readouterr().out == f"typedpipe {version('typedpipe')}\n"
+
+
+def test_devices_on_cpu_warn_of_xla_collectives_and_the_hint_silences_it(capsys):
+    """Several CPU devices of one process can deadlock in XLA's all-reduce: the command
+    says so and goes on; dropping --devices, as the hint says, trains without the risk."""
+    from typedpipe.pipeline.train.sharding import collectives_warning
+
+    assert main(["bench", "--devices", "2", "--steps", "1", "--json"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["devices"] == 2
+    assert "devices.collectives" in captured.err and "drop --devices" in captured.err
+    hint = collectives_warning(2).hint
+    assert hint.startswith("drop --devices")
+    assert main(["bench", "--steps", "1", "--json"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["devices"] == 1
+    assert "devices.collectives" not in captured.err
+    assert collectives_warning(1) is None

@@ -711,6 +711,7 @@ ELSEWHERE = {
     "bundle.version": "test_export.py",
     "bundle.corrupt": "test_export.py",
     "data.permission": "test_hostile.py",  # root reads anything: tested with care there
+    "devices.collectives": "test_cli.py",  # a warning of --devices; the command goes on
 }
 
 

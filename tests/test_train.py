@@ -91,7 +91,17 @@ def augmented_config(epochs: int):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
-def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path, newest_checkpoint):
+@pytest.fixture(params=["resident", "streamed"])
+def feeding(request, monkeypatch):
+    """Train from a split held on the devices (the default where it fits), or streamed."""
+    from typedpipe.pipeline.train import resident
+
+    if request.param == "streamed":
+        monkeypatch.setattr(resident, "RESIDENT_BYTES", 0)
+    return request.param
+
+
+def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path, newest_checkpoint, feeding):
     """Augmentations and the data order are keyed by the step: stopping changes nothing."""
     config = augmented_config(epochs=2)
     whole = train_run(config, tmp_path / "whole")
@@ -111,6 +121,72 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path, newest_checkpoi
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in text]
 
     assert lines(tmp_path / "parts") == lines(tmp_path / "whole")
+
+
+class SeenLabels(Callback):
+    def __init__(self):
+        self.labels = []
+
+    def on_step_end(self, loop, batch, metrics):
+        assert batch.mask.all() and isinstance(batch.images, np.ndarray)
+        self.labels.append(batch.labels.copy())
+
+
+def test_a_split_on_the_devices_trains_exactly_as_one_streamed(
+    tmp_path, newest_checkpoint, monkeypatch
+):
+    """The same batches, the same steps, the same weights, and callbacks see the same
+    host batches, whether each step streams its batch or gathers it on the device."""
+    from typedpipe.pipeline.train import resident
+
+    config = augmented_config(epochs=2)
+    seen = {}
+    for feeding in ("resident", "streamed"):
+        if feeding == "streamed":
+            monkeypatch.setattr(resident, "RESIDENT_BYTES", 0)
+        seen[feeding] = SeenLabels()
+        train_run(config, tmp_path / feeding, max_steps=25, callbacks=[seen[feeding]])
+    np.testing.assert_array_equal(seen["resident"].labels, seen["streamed"].labels)
+    step, streamed = newest_checkpoint(tmp_path / "streamed", config, 19)
+    assert newest_checkpoint(tmp_path / "resident", config, 19)[0] == step == 25
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        newest_checkpoint(tmp_path / "resident", config, 19)[1],
+        streamed,
+    )
+
+
+class CountingRecords:
+    """Records in memory that count how many are read."""
+
+    def __init__(self, count):
+        self.images = np.zeros((count, 8, 8, 1), np.uint8)
+        self.labels = np.arange(count) % 10
+        self.read = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        self.read += 1
+        return self.images[index], self.labels[index]
+
+
+def test_a_split_past_the_budget_stays_off_the_devices(monkeypatch):
+    """The size is known from one record, before the split is read or anything reserved."""
+    from typedpipe.pipeline.train import resident
+    from typedpipe.pipeline.train.sharding import Placement
+
+    records = CountingRecords(100)
+    split_bytes = 100 * (64 + records.labels[0].nbytes)
+    monkeypatch.setattr(resident, "RESIDENT_BYTES", split_bytes - 1)
+    assert resident.ResidentSplit.load(records, np.arange(100), Placement(1)) is None
+    assert records.read == 1
+    monkeypatch.setattr(resident, "RESIDENT_BYTES", split_bytes)
+    split = resident.ResidentSplit.load(records, np.arange(10, 100), Placement(1))
+    assert split is not None and split.images.shape == (90, 8, 8, 1)
+    assert list(split.row_of[[9, 10, 99]]) == [-1, 0, 89]
+    np.testing.assert_array_equal(np.asarray(split.on_devices[1]), records.labels[10:])
 
 
 def test_data_parallel_over_four_devices_matches_one(tmp_path):

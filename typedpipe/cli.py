@@ -325,6 +325,15 @@ def cmd_summary(args) -> int:
     return EXIT_OK
 
 
+def _warn_of_devices(devices: int | None) -> None:
+    """Say so on stderr where `--devices` risks XLA's CPU collectives; the command goes on."""
+    from typedpipe.pipeline.train.sharding import collectives_warning
+
+    warning = collectives_warning(devices or 1)
+    if warning is not None:
+        render_diagnostics([warning], stderr)
+
+
 def cmd_train(args) -> int:
     from typedpipe import progress as phases
     from typedpipe.pipeline.run import train_run
@@ -339,6 +348,7 @@ def cmd_train(args) -> int:
     if quiet:
         args.json, args.stdout = True, open(os.devnull, "w")  # noqa: SIM115
     config = _load(args.config)
+    _warn_of_devices(args.devices)
     out = Path(args.out) if args.out else Path("runs") / config.name
     progress = _progress_bars(args)
     task = progress.add_task(f"train {config.name}", total=None, status="")
@@ -529,7 +539,9 @@ def cmd_bench(args) -> int:
     from typedpipe.pipeline.train.sharding import use_every_cpu_core
 
     use_every_cpu_core()
-    result = bench_step(_load(args.config), steps=args.steps, devices=args.devices)
+    config = _load(args.config)
+    _warn_of_devices(args.devices)
+    result = bench_step(config, steps=args.steps, devices=args.devices)
     if args.json:
         _print_json(args, {"ok": True, **result})
         return EXIT_OK

@@ -48,6 +48,7 @@ CODES: dict[str, str] = {
     "data.link": "a symbolic link that is dangling or loops",
     "data.special": "an image-named entry that is not a regular file (FIFO, socket, device)",
     "data.lossy": "a decode setting throws information away (colour, alpha or bit depth)",
+    "devices.collectives": "several CPU devices of one process train together (XLA can deadlock)",
 }
 
 #: How many offending files or indices a diagnostic carries, as `--json` lists them

@@ -18,7 +18,8 @@ from typedpipe.contracts import ImageSpec
 CACHE_BYTES = 2 * 2**30
 
 
-def _free_bytes() -> int:
+def free_host_bytes() -> int:
+    """Host memory free now (physical pages not in use), or a generous guess where unknown."""
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on this platform: the cap alone
@@ -39,7 +40,7 @@ class DecodedCache:
         The array is reserved, not touched: memory is taken as rows are filled.
         """
         size = count * math.prod(spec.shape) * np.dtype(spec.dtype).itemsize
-        if size > min(CACHE_BYTES, _free_bytes() // 4):
+        if size > min(CACHE_BYTES, free_host_bytes() // 4):
             return None
         return cls(np.empty((count, *spec.shape), spec.dtype), np.zeros(count, bool))
 

@@ -85,6 +85,30 @@ def batches(
     return iter(grain.MapDataset.range(count).map(read).to_iter_dataset(_options(records)))
 
 
+class TrainingOrder:
+    """Which records each training step reads, across epochs.
+
+    Step s takes batch s % (steps per epoch) of epoch s // (steps per epoch), each
+    epoch in its own order, a permutation drawn from `epoch_seed(seed, epoch)`.
+    The last partial batch of an epoch is dropped, so that every step has one shape.
+    """
+
+    def __init__(self, indices: np.ndarray, batch_size: int, seed: int):
+        self.indices, self.batch_size, self.seed = np.asarray(indices), batch_size, seed
+        self.steps_per_epoch = len(self.indices) // batch_size
+        # One permutation per epoch, drawn once: looking each row up through a shuffled
+        # Grain dataset costs tens of microseconds a row, more than a small step.
+        self._order = functools.lru_cache(maxsize=2)(self._draw)  # this epoch, and the next
+
+    def _draw(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(self.indices)
+
+    def rows(self, step: int) -> np.ndarray:
+        """The records of step `step`'s global batch."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        return self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
+
+
 def training_batches(
     records: RecordSource,
     indices: np.ndarray,
@@ -95,28 +119,15 @@ def training_batches(
     stop: int,
     shard: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
-    """The batches of training steps `start` to `stop`, across epochs, in one Grain pipeline.
-
-    Step s reads batch s % (steps per epoch) of epoch s // (steps per epoch),
-    each epoch shuffled by `epoch_seed(seed, epoch)`; the last partial batch of
-    an epoch is dropped, so that every step has one shape. One pipeline for the
-    whole run keeps reading ahead while an epoch ends (validation, checkpoints).
-    """
+    """The batches of training steps `start` to `stop` (`TrainingOrder`), across epochs,
+    in one Grain pipeline: it keeps reading ahead while an epoch ends (validation,
+    checkpoints)."""
     import grain
 
-    per_epoch = len(indices) // batch_size
-    indices = np.asarray(indices)
-
-    # One permutation per epoch, drawn once: looking each row up through a shuffled
-    # Grain dataset costs tens of microseconds a row, more than a small step.
-    @functools.lru_cache(maxsize=2)  # the epoch being read, and the next
-    def order(epoch: int) -> np.ndarray:
-        return np.random.default_rng(epoch_seed(seed, epoch)).permutation(indices)
+    order = TrainingOrder(indices, batch_size, seed)
 
     def read(step: int) -> Batch:
-        epoch, position = divmod(step, per_epoch)
-        rows = order(epoch)[position * batch_size : (position + 1) * batch_size]
-        return _read_rows(records, rows, batch_size, shard)
+        return _read_rows(records, order.rows(step), batch_size, shard)
 
     steps = grain.MapDataset.range(start, stop).map(read)
     return iter(steps.to_iter_dataset(_options(records)))

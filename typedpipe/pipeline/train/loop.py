@@ -14,7 +14,7 @@ import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -22,6 +22,8 @@ from jaxtyping import PRNGKeyArray
 
 from typedpipe.files import failpoint
 from typedpipe.pipeline.sources import Batch, RecordSource, Splits, batches, training_batches
+from typedpipe.pipeline.sources.loader import TrainingOrder
+from typedpipe.pipeline.train.resident import ResidentSplit, gathering
 from typedpipe.pipeline.train.sharding import Placement
 from typedpipe.pipeline.train.state import TrainState
 from typedpipe.pipeline.train.step import Metrics, Train
@@ -162,16 +164,15 @@ def fit(
     total = (
         steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     )
-    # Replicated results: every process can read the state and the metrics.
-    step_fn = jax.jit(train.train_step, donate_argnums=0, out_shardings=placement.replicated)
     eval_fn = jax.jit(train.eval_step, out_shardings=placement.replicated)
     state = placement.replicate(state)
     start = int(state.step)
     loop = Loop(state, start, start // max(steps_per_epoch, 1), steps_per_epoch, total, batch_size)
+    step_fn, feeds = _feeding(train, records, splits.train, seed, loop, placement)
     for callback in callbacks:
         callback.on_train_start(loop)
     with _finish_step_on_interrupt(loop):
-        _run(train, loop, records, splits, seed, key, placement, callbacks, step_fn, eval_fn)
+        _run(train, loop, records, splits, key, placement, callbacks, step_fn, feeds, eval_fn)
     if loop.interrupted:
         raise Interrupted(loop.step)
     return loop.state, Throughput(
@@ -179,18 +180,36 @@ def fit(
     )
 
 
-def _run(train, loop: Loop, records, splits, seed, key, placement, callbacks, step_fn, eval_fn):
-    """The steps of `fit`, from `loop.step` on, reading one pipeline for all epochs."""
-    start, steps_per_epoch = loop.step, loop.steps_per_epoch
+def _feeding(
+    train: Train, records, indices, seed: int, loop: Loop, placement: Placement
+) -> tuple[Callable, Iterator[tuple[Batch, tuple]]]:
+    """The jitted step, and for each step from `loop.step` on, the host batch and the
+    step's arguments after the state: a split that fits on the devices is read once and
+    gathered there (`ResidentSplit`), any other is streamed one pipeline for all epochs.
+    """
+    start, stop = loop.step, loop.total_steps
+    resident = ResidentSplit.load(records, indices, placement) if start < stop else None
+    if resident is not None:
+        order = TrainingOrder(indices, loop.batch_size, seed)
+        return gathering(train.train_step, placement), resident.feeds(order, start, stop)
     host_batches = training_batches(
-        records, splits.train, loop.batch_size, seed=seed, start=start, stop=loop.total_steps
+        records, indices, loop.batch_size, seed=seed, start=start, stop=stop
     )
+    feeds = ((batch, (on_devices,)) for batch, on_devices in _ahead(host_batches, placement))
+    # Replicated results: every process can read the state and the metrics.
+    step = jax.jit(train.train_step, donate_argnums=0, out_shardings=placement.replicated)
+    return step, feeds
+
+
+def _run(train, loop: Loop, records, splits, key, placement, callbacks, step_fn, feeds, eval_fn):
+    """The steps of `fit`, from `loop.step` on."""
+    start, steps_per_epoch = loop.step, loop.steps_per_epoch
     epoch_started = time.perf_counter()
     clock, paused = epoch_started, 0.0  # the timed steps start after the first one compiled
     try:
-        for batch, on_devices in _ahead(host_batches, placement):
+        for batch, arguments in feeds:
             loop.epoch = loop.step // steps_per_epoch
-            loop.state, metrics = step_fn(loop.state, on_devices, key)
+            loop.state, metrics = step_fn(loop.state, *arguments, key)
             loop.step += 1
             failpoint("step")
             if loop.step == start + 1:
