@@ -1,13 +1,13 @@
 """Is the training loop as fast as its step? `typedpipe train` against `typedpipe bench`.
 
-`bench` times the train step on one batch already in memory; `train` reads
-every batch through the loader, moves it to the devices and runs the callbacks
-(progress, numeric guard, history, checkpoints). Its images/s (`metrics.json`:
-steps after the first, validation and checkpoints excluded) over bench's is the
-loop's efficiency; the goal is at least 0.9. Measured on the built-in digits
-config and on a folder of 3,000 64x64 PNGs, for 3 epochs and for 10 (the first
-epoch decodes the files, the next ones read the decoded images from memory),
-each command in a fresh process, alternating, the median of `rounds`.
+`bench` times the train step on one batch already on the device; `train` feeds
+every step its own batch (gathered from the split held on the device, where it
+fits, as it does here) and runs the callbacks (progress, numeric guard, history,
+checkpoints). Its images/s (`metrics.json`: steps after the first, validation and
+checkpoints excluded; reading the split happens before the first step) over
+bench's is the loop's efficiency; the goal is at least 0.9. Measured on the
+built-in digits config and on a folder of 3,000 64x64 PNGs, for 3 epochs and for
+10, each command in a fresh process, alternating, the median of `rounds`.
 """
 
 import json
