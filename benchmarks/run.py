@@ -56,11 +56,12 @@ def main() -> int:
         "jax": jax.__version__,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
+    RESULTS.mkdir(parents=True, exist_ok=True)
     for name in chosen:
         print(f"running {name}", file=sys.stderr)
         record[name] = BENCHMARKS[name]()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+        # After each one: a benchmark that fails keeps the results of those before it.
+        path.write_text(json.dumps(record, indent=2) + "\n")
     if "training" in record:
         (RESULTS / f"{stem}.md").write_text(training.markdown(record["training"], kind))
         training.chart(record["training"], kind, RESULTS / f"{stem}.png")
