@@ -72,7 +72,7 @@ class ResidentSplit:
             images[done : done + count] = batch.images[:count]
             labels[done : done + count] = batch.labels[:count]
             done += count
-        row_of = np.full(len(records), -1, np.int64)
+        row_of = np.full(len(records), -1, np.int32)  # the step's index type: no conversion
         row_of[indices] = np.arange(len(indices))
         on_devices = jax.device_put((images, labels), placement.replicated)
         return cls(images, labels, on_devices, row_of)
