@@ -746,7 +746,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit_failure(err.diagnostics, args)
         return EXIT_NUMERIC
     except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted[/yellow]: nothing was trained or written")
+        # Training's own Ctrl-C (after a step) is `Interrupted`, handled by cmd_train.
+        before = " before the first step: nothing was trained" if args.handler is cmd_train else ""
+        stderr.print(f"[yellow]interrupted[/yellow]{before}")
         return EXIT_INTERRUPTED
     except Exception:  # a bug: never a bare traceback, always its log
         log = _crash_log()
