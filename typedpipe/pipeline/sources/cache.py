@@ -7,23 +7,15 @@ model's step, and the decoding competes with the step for the cores.
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 
 from typedpipe.contracts import ImageSpec
+from typedpipe.pipeline.sources.memory import available_bytes
 
 #: The most host memory the decoded images of one source may take: this, or a quarter
-#: of the memory free when training starts, whichever is less.
+#: of the host's available memory when training starts, whichever is less.
 CACHE_BYTES = 2 * 2**30
-
-
-def free_host_bytes() -> int:
-    """Host memory free now (physical pages not in use), or a generous guess where unknown."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on this platform: the cap alone
-        return 4 * CACHE_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +32,7 @@ class DecodedCache:
         The array is reserved, not touched: memory is taken as rows are filled.
         """
         size = count * math.prod(spec.shape) * np.dtype(spec.dtype).itemsize
-        if size > min(CACHE_BYTES, free_host_bytes() // 4):
+        if size > min(CACHE_BYTES, available_bytes() // 4):
             return None
         return cls(np.empty((count, *spec.shape), spec.dtype), np.zeros(count, bool))
 

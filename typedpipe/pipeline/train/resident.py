@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from typedpipe.pipeline.sources import Batch, RecordSource, batches, read_batch
-from typedpipe.pipeline.sources.cache import free_host_bytes
 from typedpipe.pipeline.sources.loader import TrainingOrder
+from typedpipe.pipeline.sources.memory import available_bytes
 from typedpipe.pipeline.train.sharding import Placement
 from typedpipe.progress import track
 
@@ -107,9 +107,9 @@ def gathering(train_step: Callable, placement: Placement) -> Callable:
 
 
 def free_device_bytes(placement: Placement) -> int:
-    """Memory free on the placement's first device; a CPU device's is the host's."""
+    """Memory free on the placement's first device; for a CPU device, the host's available."""
     device = placement.mesh.devices.flat[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return free_host_bytes()
+    return available_bytes()
