@@ -34,10 +34,12 @@ FRAMEWORKS = ("typedpipe", "typedpipe_unchecked", "flax_nnx", "torch_eager")
 def _measure_typedpipe(workload: str, checked: bool) -> dict:
     from typedpipe import load_config
     from typedpipe.contracts import unchecked
+    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.bench import bench_step
     from typedpipe.pipeline.train.sharding import use_every_cpu_core
 
     use_every_cpu_core()  # as `typedpipe bench` and `train` do
+    use_xla_cpu_convolutions()
     path, _, _, steps = WORKLOADS[workload]
     config = load_config(ROOT / path)
     if checked:

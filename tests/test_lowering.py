@@ -1,12 +1,22 @@
 """Every lowering of a layer computes what the native XLA op computes: outputs and gradients."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from typedpipe.models.layers import lowering as lowering_module
-from typedpipe.models.layers.lowering import avg_pool, chosen, conv2d, lowered_as, max_pool
+from typedpipe.models.layers.lowering import (
+    XLA_CPU_FLAG,
+    avg_pool,
+    chosen,
+    conv2d,
+    lowered_as,
+    materialized,
+    max_pool,
+    use_xla_cpu_convolutions,
+)
 
 
 def _both(fn, *args):
@@ -18,11 +28,11 @@ def _both(fn, *args):
         return (out * weights).sum(), out
 
     results = {}
-    for lowering in ("native", "matmul"):
+    for lowering in ("native", "cpu"):
         with lowered_as(lowering):
             grad_fn = jax.grad(loss, argnums=tuple(range(len(args))), has_aux=True)
             results[lowering] = grad_fn(*args)
-    return results["native"], results["matmul"]
+    return results["native"], results["cpu"]
 
 
 def _close(reference, candidate):
@@ -48,8 +58,8 @@ def test_conv_lowerings_agree(run, size, kernel, stride, padding):
     keys = jax.random.split(jax.random.key(0), 2)
     x = jax.random.normal(keys[0], (2, *size, 3))
     w = jax.random.normal(keys[1], (kernel, kernel, 3, 4))
-    native, matmul = run(lambda x, w: _both(lambda x, w: conv2d(x, w, stride, padding), x, w), x, w)
-    _close(native, matmul)
+    native, cpu = run(lambda x, w: _both(lambda x, w: conv2d(x, w, stride, padding), x, w), x, w)
+    _close(native, cpu)
 
 
 @pytest.mark.parametrize("pool", [max_pool, avg_pool])
@@ -67,70 +77,65 @@ def test_pool_lowerings_agree(run, pool, size, window, stride, padding):
     # Distinct values: no ties, where the max-pool gradients may differ by design.
     x = jax.random.permutation(jax.random.key(1), 2 * size[0] * size[1] * 3).astype(jnp.float32)
     x = x.reshape(2, *size, 3)
-    native, matmul = run(lambda x: _both(lambda x: pool(x, window, stride, padding), x), x)
-    _close(native, matmul)
+    native, cpu = run(lambda x: _both(lambda x: pool(x, window, stride, padding), x), x)
+    _close(native, cpu)
 
 
 def test_the_backend_chooses_and_a_block_forces():
-    assert chosen() == ("matmul" if jax.default_backend() == "cpu" else "native")
+    assert chosen() == ("cpu" if jax.default_backend() == "cpu" else "native")
     with lowered_as("native"):
         assert chosen() == "native"
-    with lowered_as("matmul"):
-        assert chosen() == "matmul"
+    with lowered_as("cpu"):
+        assert chosen() == "cpu"
 
 
-def test_matmul_lowering_has_no_convolution_or_window_ops():
-    """An image layer's step: the image's own gradient is pruned, and with it the one
-    convolution the matmul lowering keeps (XLA's input gradient)."""
+def test_cpu_lowering_convolves_a_materialized_input_and_pools_by_reshape():
+    """The CPU step keeps XLA's convolutions, each reading a conditional's buffer, and
+    has no window op; the native step has no conditional."""
     x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
 
-    def net(w):
+    def net(x, w):
         return max_pool(conv2d(x, w, 1, "valid"), 2, 2, "valid").sum()
 
     def compiled(lowering):
         with lowered_as(lowering):
-            return jax.jit(jax.grad(net)).lower(w).compile().as_text()
+            return jax.jit(jax.grad(net, argnums=(0, 1))).lower(x, w).compile().as_text()
 
-    text = compiled("matmul")
+    text = compiled("cpu")
     # XLA rewrites max-pool's gradient, `select-and-scatter`, as a scatter.
-    assert "convolution(" not in text and "reduce-window" not in text and "scatter" not in text
+    assert "convolution(" in text and " conditional(" in text
+    assert "reduce-window" not in text and "scatter" not in text
     text = compiled("native")
-    assert "convolution(" in text and "scatter" in text
+    assert "convolution(" in text and "scatter" in text and " conditional(" not in text
 
 
-@pytest.mark.parametrize(
-    ("batch", "size", "kernel", "stride", "padding"),
-    [
-        (1, (9, 9), 3, 1, "same"),
-        (6, (9, 9), 3, 1, "valid"),
-        (3, (10, 7), 3, 2, "same"),
-        (4, (8, 8), 1, 2, "valid"),
-        (5, (6, 6), 4, 2, "same"),
-    ],
-)
-@pytest.mark.parametrize("chunk_bytes", [1, lowering_module.CHUNK_BYTES])
-def test_wide_conv_kernel_gradient_agrees(
-    run, monkeypatch, batch, size, kernel, stride, padding, chunk_bytes
-):
-    """Wider inputs keep XLA's convolution, and take their kernel gradient a few images at a
-    time: forced to one image of patches per chunk, so that the loop runs; or, where the
-    patches fit one chunk, from XLA."""
-    monkeypatch.setattr(lowering_module, "CHUNK_BYTES", chunk_bytes)
-    keys = jax.random.split(jax.random.key(2), 2)
-    x = jax.random.normal(keys[0], (batch, *size, 8))
-    w = jax.random.normal(keys[1], (kernel, kernel, 8, 5))
-    native, matmul = run(lambda x, w: _both(lambda x, w: conv2d(x, w, stride, padding), x, w), x, w)
-    _close(native, matmul)
+@pytest.mark.parametrize("first", [1.5, -0.0, np.nan, np.inf])
+def test_materialized_is_its_input_whichever_branch_runs(run, first):
+    """A NaN first element takes the other branch: the values, NaN included, are the
+    same, and so is the gradient."""
+    x = jnp.arange(12.0).reshape(2, 3, 2).at[0, 0, 0].set(first)
+    np.testing.assert_array_equal(np.asarray(run(materialized, x)), np.asarray(x))
+    grad = run(jax.grad(lambda x: (materialized(x) * x).sum()), x)
+    np.testing.assert_array_equal(np.asarray(grad), 2 * np.asarray(x))
 
 
-def test_kernel_gradient_keeps_a_half_precision_kernel_dtype():
-    x = jnp.ones((4, 6, 6, 8), jnp.bfloat16)
-    w = jnp.ones((3, 3, 8, 2), jnp.bfloat16)
-    with lowered_as("matmul"):
-        grad = jax.jit(jax.grad(lambda w: conv2d(x, w, 1, "same").astype(jnp.float32).sum()))(w)
-    assert grad.dtype == jnp.bfloat16
-    # Summed in float32: the centre tap sees every pixel of every image, 4 * 36.
-    assert float(grad[1, 1, 0, 0]) == 144.0
+def test_cpu_convolution_flag_is_set_once_and_a_users_choice_kept(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    use_xla_cpu_convolutions()
+    use_xla_cpu_convolutions()
+    assert os.environ["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false {XLA_CPU_FLAG}"
+    own = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
+    monkeypatch.setenv("XLA_FLAGS", own)
+    use_xla_cpu_convolutions()
+    assert os.environ["XLA_FLAGS"] == own
+
+
+def test_cpu_convolution_flag_is_left_out_for_another_jaxlib(monkeypatch):
+    """XLA aborts on a flag it does not know: another jaxlib gets none."""
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(jax, "__version_info__", (0, 11, 0))
+    use_xla_cpu_convolutions()
+    assert "XLA_FLAGS" not in os.environ
 
 
 def test_max_pool_shares_a_tied_window_gradient_as_autodiff_does(run):
@@ -142,7 +147,7 @@ def test_max_pool_shares_a_tied_window_gradient_as_autodiff_does(run):
         return x[:, :2].reshape(x.shape[0], 1, 2, 2, 2, x.shape[3]).max(axis=(2, 4))
 
     want = jax.grad(lambda x: (reference(x) * jnp.arange(1.0, 5.0).reshape(2, 1, 2, 1)).sum())(x)
-    with lowered_as("matmul"):
+    with lowered_as("cpu"):
         got = run(
             jax.grad(
                 lambda x: (
@@ -154,12 +159,3 @@ def test_max_pool_shares_a_tied_window_gradient_as_autodiff_does(run):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     third = np.float32(1 / 3)  # the first window's three maxima share its weight, 1
     assert float(got[0, 0, 0, 0]) == float(got[0, 0, 1, 0]) == float(got[0, 1, 1, 0]) == third
-
-
-def test_on_cpu_only_a_thin_input_is_convolved_as_a_matmul():
-    if jax.default_backend() != "cpu":
-        pytest.skip("the choice is the CPU backend's")
-    w_thin, w_wide = jnp.ones((3, 3, 3, 8)), jnp.ones((3, 3, 16, 8))
-    thin = jax.jit(lambda x: conv2d(x, w_thin, 1, "same")).lower(jnp.ones((2, 8, 8, 3))).as_text()
-    wide = jax.jit(lambda x: conv2d(x, w_wide, 1, "same")).lower(jnp.ones((2, 8, 8, 16))).as_text()
-    assert "convolution" not in thin and "convolution" in wide

@@ -428,7 +428,10 @@ def epoch_line(stats, epochs: int) -> str:
 
 
 def _bundle(run_dir: str):
+    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.export import ExportedModel
+
+    use_xla_cpu_convolutions()  # before JAX starts, for the bundle's steps
 
     bundle = Path(run_dir) / "model"
     if not (bundle / "contract.json").is_file():
@@ -535,10 +538,12 @@ def cmd_predict(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.bench import bench_step
     from typedpipe.pipeline.train.sharding import use_every_cpu_core
 
     use_every_cpu_core()
+    use_xla_cpu_convolutions()
     config = _load(args.config)
     _warn_of_devices(args.devices)
     result = bench_step(config, steps=args.steps, devices=args.devices)
@@ -620,8 +625,10 @@ def _join(args) -> None:
         raise UsageError("--coordinator, --num-processes and --process-id go together")
     if args.process_id is not None and args.process_id >= args.num_processes:
         raise UsageError(f"--process-id {args.process_id} must be below --num-processes")
+    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.train.sharding import join_cluster, use_every_cpu_core
 
+    use_xla_cpu_convolutions()
     if args.coordinator is None:  # one process on this machine: it may have every core
         use_every_cpu_core()
     join_cluster(*flags)

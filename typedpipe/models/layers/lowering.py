@@ -1,14 +1,10 @@
-"""The XLA ops a layer's math lowers to: the fastest correct form for its static
-shapes and the backend.
+"""The XLA ops a layer's math lowers to: the fastest correct form for the backend.
 
-On XLA's CPU backend, measured on 2 cores (fwd + both gradients):
-- A convolution of an image with few channels (at most `FEW_CHANNELS`: the
-  first layer) is 2.5 to 5x faster as its patches times one matrix than as
-  `conv_general_dilated`. With more channels XLA's forward and input gradient
-  win (the patches' concatenation costs more than it saves).
-- XLA's kernel gradient is slow at any width (a convolution over the whole
-  image, operands copied transposed); `g^T @ patches`, a few images at a time,
-  is 1.5 to 3x faster (resnet20's step on one device: 610 -> 470 ms).
+On XLA's CPU backend, measured on 2 cores:
+- A convolution is XLA's own (Eigen), with YNNPACK's convolutions turned off
+  (`use_xla_cpu_convolutions`), on an input made a buffer of its own
+  (`materialized`). resnet20's step (batch 128): 700 ms with YNNPACK's
+  convolutions, 420 ms with XLA's, 330 ms on materialized inputs.
 - A pooling whose window equals its stride is 3x faster as a reshape and a
   reduction than as `reduce_window`, whose max gradient is `select_and_scatter`.
 GPU and TPU keep the native ops, which their compilers tile and fuse well.
@@ -22,6 +18,7 @@ gradient among them and `select_and_scatter` gives it all to the first.
 import contextlib
 import contextvars
 import functools
+import os
 from collections.abc import Iterator
 from typing import Literal
 
@@ -31,7 +28,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-Lowering = Literal["native", "matmul"]
+Lowering = Literal["native", "cpu"]
 
 # None: decide from the backend. Set by `lowered_as`, for tests and benchmarks.
 _FORCED: contextvars.ContextVar[Lowering | None] = contextvars.ContextVar(
@@ -49,23 +46,34 @@ def lowered_as(lowering: Lowering) -> Iterator[None]:
         _FORCED.reset(token)
 
 
-#: Input channels up to which a CPU convolution runs as patches times a matrix.
-FEW_CHANNELS = 4
+#: XLA's CPU backend hands convolutions to YNNPACK by default. Its convolutions ran
+#: resnet20's 3x3 layers up to 1.6x slower than XLA's own (Eigen), and their kernel
+#: gradients 2 to 3x slower. The flag is experimental, so it is set only for the
+#: jaxlib it was measured with: an unknown XLA flag aborts the process.
+XLA_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+_FLAG_MEASURED_WITH = (0, 10)
+
+
+def use_xla_cpu_convolutions() -> None:
+    """Have XLA's CPU backend compute convolutions itself (`XLA_CPU_FLAG`).
+
+    Call it before JAX starts a backend, when XLA reads `XLA_FLAGS` (the CLI does,
+    first thing). An `XLA_FLAGS` that already sets YNNPACK's fusions is kept.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" in flags:
+        return
+    if jax.__version_info__[:2] != _FLAG_MEASURED_WITH:  # jaxlib's version is jax's
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
 
 
 def chosen() -> Lowering:
-    """The lowering layers traced now use: forced, or "matmul" on CPU and "native" elsewhere."""
+    """The lowering layers traced now use: forced, or "cpu" on CPU and "native" elsewhere."""
     forced = _FORCED.get()
     if forced is not None:
         return forced
-    return "matmul" if jax.default_backend() == "cpu" else "native"
-
-
-def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """XLA's "SAME" padding of one axis: the output has ceil(size / stride) positions."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
+    return "cpu" if jax.default_backend() == "cpu" else "native"
 
 
 def _xla_conv(x: Array, kernel: Array, stride: int, padding: str) -> Array:
@@ -83,115 +91,24 @@ def conv2d(
     """A square-kernel 2-D convolution, NHWC, "same" or "valid" padding."""
     if chosen() == "native":
         return _xla_conv(x, kernel, stride, padding)
-    return _conv(x, kernel, stride, padding)
+    return _xla_conv(materialized(x), kernel, stride, padding)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x: Array, kernel: Array, stride: int, padding: str) -> Array:
-    """The CPU convolution: a thin input's as its patches times one matrix, a wider one's
-    as XLA's; the kernel gradient from patches, a few images at a time (`_kernel_grad`)."""
-    return _conv_forward(x, kernel, stride, padding)[0]
+def materialized(x: Array) -> Array:
+    """`x`, as a buffer of its own that XLA cannot fuse its producers through.
 
-
-def _conv_forward(x: Array, kernel: Array, stride: int, padding: str):
-    if x.shape[-1] > FEW_CHANNELS:
-        return _xla_conv(x, kernel, stride, padding), (x, kernel, None)
-    size, _, channels, features = kernel.shape
-    patches = _patches(_padded(x, size, stride, padding), size, stride)
-    # A thin input's patches are small enough to keep for the kernel gradient.
-    return patches @ kernel.reshape(size * size * channels, features), (x, kernel, patches)
-
-
-def _conv_backward(stride: int, padding: str, saved, g: Array):
-    x, kernel, patches = saved
-    # XLA's input gradient (a transposed convolution) is fast; an image's is pruned.
-    _, input_grad = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)
-    if patches is not None:
-        return *input_grad(g), _kernel_grad(patches, g, kernel, lambda patches: patches)
-    size = kernel.shape[0]
-    if g.shape[0] * _image_patch_bytes(g, kernel, x.dtype) <= CHUNK_BYTES:
-        # Patches that fit one chunk: XLA's own gradient is as fast (digits' convolutions).
-        _, kernel_grad = jax.vjp(lambda kernel: _xla_conv(x, kernel, stride, padding), kernel)
-        return *input_grad(g), *kernel_grad(g)
-    x = _padded(x, size, stride, padding)
-    return *input_grad(g), _kernel_grad(x, g, kernel, lambda x: _patches(x, size, stride))
-
-
-_conv.defvjp(_conv_forward, _conv_backward)
-
-
-def _padded(x: Array, size: int, stride: int, padding: str) -> Array:
-    """`x` with the zeros a "same" convolution reads around it."""
-    if padding != "same":
-        return x
-    rows, cols = (_same_pads(n, size, stride) for n in x.shape[1:3])
-    return jnp.pad(x, ((0, 0), rows, cols, (0, 0)))
-
-
-def _patches(x: Array, size: int, stride: int) -> Array:
-    """Each output position's input window, flattened in the kernel's (row, col, channel)
-    order: `b h w c -> b oh ow (k k c)`, one strided slice per kernel tap."""
-    out_h = (x.shape[1] - size) // stride + 1
-    out_w = (x.shape[2] - size) // stride + 1
-    taps = [
-        x[:, i : i + (out_h - 1) * stride + 1 : stride, j : j + (out_w - 1) * stride + 1 : stride]
-        for i in range(size)
-        for j in range(size)
-    ]
-    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-
-
-#: Bytes of patches the kernel gradient builds at a time: a few images' worth, which
-#: stay in cache between being written and being multiplied. A wider input whose
-#: patches fit in one chunk keeps XLA's kernel gradient.
-CHUNK_BYTES = 8 * 2**20
-
-
-def _image_patch_bytes(g: Array, kernel: Array, dtype) -> int:
-    """Bytes of one image's patches: `k k c` values for each of `g`'s output positions."""
-    size, _, channels, _ = kernel.shape
-    return g.shape[1] * g.shape[2] * size * size * channels * np.dtype(dtype).itemsize
-
-
-def _kernel_grad(source: Array, g: Array, kernel: Array, patches_of) -> Array:
-    """The kernel's gradient, `g^T @ patches` summed over the batch a chunk of images at a time;
-    `patches_of` makes a chunk's patches from its rows of `source`.
-
-    XLA's CPU backend computes a convolution's kernel gradient as a second
-    convolution whose window is the whole image, after copying both operands
-    transposed: 70% of resnet20's step. The whole batch's patches are no better,
-    being 9x the input and out of cache by the time they are multiplied; a
-    chunk's are not.
+    A convolution's kernel gradient reads its input transposed. XLA's CPU backend
+    fuses the input's elementwise producers into that transposed copy, and through
+    a residual network's skip connections those reach back to the first block:
+    every kernel gradient recomputed every batch norm, relu and sum before it, in
+    a cache-hostile order (resnet20's step: 420 ms, 330 ms with this).
+    `lax.optimization_barrier` would say this, but XLA's CPU pipeline removes it
+    before fusion; a conditional stays, and costs one copy. Its predicate reads
+    `x` so that XLA cannot decide it: a NaN first element takes the other branch,
+    `x + 0`, equal in value (identical branches would be merged away).
     """
-    size, _, channels, features = kernel.shape
-    batch = g.shape[0]
-    taps = size * size * channels
-
-    def product(source: Array, g: Array) -> Array:
-        # In float32: the sum runs over every pixel of the batch (and XLA's CPU
-        # dot has no bfloat16 x bfloat16 -> float32).
-        patches = patches_of(source).reshape(-1, taps).astype(jnp.float32)
-        return g.reshape(-1, features).T.astype(jnp.float32) @ patches
-
-    image_bytes = _image_patch_bytes(g, kernel, source.dtype)
-    fits = (d for d in range(1, batch + 1) if batch % d == 0 and d * image_bytes <= CHUNK_BYTES)
-    chunk = max(fits, default=1)
-    steps = batch // chunk
-    if steps == 1:
-        total = product(source, g)
-    else:
-        # Chunk i holds images i, i + steps, ...: the loop runs over an axis that a
-        # data-parallel split of the batch leaves whole on every device.
-        sources = source.reshape(chunk, steps, *source.shape[1:])
-        gs = g.reshape(chunk, steps, *g.shape[1:])
-
-        def add_chunk(i: Array, total: Array) -> Array:
-            source_i = lax.dynamic_index_in_dim(sources, i, axis=1, keepdims=False)
-            g_i = lax.dynamic_index_in_dim(gs, i, axis=1, keepdims=False)
-            return total + product(source_i, g_i)
-
-        total = lax.fori_loop(0, steps, add_chunk, jnp.zeros((features, taps), jnp.float32))
-    return total.T.reshape(kernel.shape).astype(kernel.dtype)
+    first = x.reshape(-1)[0]
+    return lax.cond(first == first, lambda x: x, lambda x: x + 0, x)
 
 
 def _windows(x: Array, window: int) -> Array:
@@ -240,7 +157,7 @@ def max_pool(
     x: Float[Array, "b h w c"], window: int, stride: int, padding: str
 ) -> Float[Array, "b oh ow c"]:
     """Max over `window` x `window` windows."""
-    if chosen() == "matmul" and stride == window and padding == "valid":
+    if chosen() == "cpu" and stride == window and padding == "valid":
         return _window_max(x, window)
     return _reduce_window(x, -jnp.inf, lax.max, window, stride, padding)
 
@@ -249,7 +166,7 @@ def avg_pool(
     x: Float[Array, "b h w c"], window: int, stride: int, padding: str
 ) -> Float[Array, "b oh ow c"]:
     """Mean over `window` x `window` windows; a "same" window's padding counts as zeros."""
-    if chosen() == "matmul" and stride == window and padding == "valid":
+    if chosen() == "cpu" and stride == window and padding == "valid":
         return _windows(x, window).mean(axis=(2, 4))
     total = _reduce_window(x, 0.0, lax.add, window, stride, padding)
     # A Python float divides weakly typed, in the input's dtype (strict promotion).
