@@ -355,17 +355,29 @@ def cmd_train(args) -> int:
     listener = PhaseBars(progress)  # tracked loops, and the steps before training
 
     class ShowProgress(Callback):
-        """The progress bar (the last batch's loss, read every 10 steps) and one line per
-        epoch (the epoch's mean train loss and accuracy, then val)."""
+        """The progress bar (a batch's loss every 10 steps) and one line per epoch (the
+        epoch's mean train loss and accuracy, then val).
+
+        Step s's loss is read after step s + 1 is queued, as the guard reads its
+        counters: reading the newest step's would idle the devices while the host
+        waits for it.
+        """
+
+        shown: dict | None = None  # the metrics of the step to show next
 
         def on_train_start(self, loop) -> None:
             listener.end()
             progress.update(task, total=loop.total_steps, completed=loop.step, status="")
 
         def on_step_end(self, loop, batch, metrics) -> None:
-            if loop.step % 10 == 0 or loop.step == loop.total_steps:
-                status = f"last batch loss {float(metrics['loss']):.4f}"
+            if loop.step == loop.total_steps:
+                self.shown = metrics
+            if self.shown is not None:
+                status = f"last batch loss {float(self.shown['loss']):.4f}"
                 progress.update(task, completed=loop.step, status=status)
+                self.shown = None
+            if loop.step % 10 == 0:
+                self.shown = metrics
 
         def on_epoch_end(self, loop, stats) -> None:
             epochs = -(-loop.total_steps // max(loop.steps_per_epoch, 1))

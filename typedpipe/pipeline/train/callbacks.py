@@ -28,6 +28,10 @@ class NumericGuard(Callback):
     counters every `every` steps and, past `max_consecutive` skips in a row (or at
     the first with `stop_at_first`), raises `TrainingStopped` naming the first
     layer whose output went non-finite on a recent batch.
+
+    Step s's counters are read from its metrics after step s + 1 is queued, so the
+    devices do not idle while the host reads: waiting for step s's state instead
+    cost the digits run 10% of its speed. The last step's are read at once.
     """
 
     def __init__(
@@ -35,19 +39,29 @@ class NumericGuard(Callback):
     ):
         self.train, self.max_consecutive, self.stop_at_first = train, max_consecutive, stop_at_first
         self.every = every
-        self.recent: collections.deque[Batch] = collections.deque(maxlen=every)
+        # The batches up to a checked step, and the one queued after it.
+        self.recent: collections.deque[Batch] = collections.deque(maxlen=every + 1)
+        self.due: Metrics | None = None  # a checked step's metrics, read one step late
 
     def on_step_end(self, loop: Loop, batch: Batch, metrics: Metrics) -> None:
         self.recent.append(batch)
-        if loop.step % self.every == 0 or loop.step >= loop.total_steps:
-            self.check(loop)
+        if self.due is not None:
+            self.judge(loop, self.due)
+            self.due = None
+        if loop.step >= loop.total_steps:
+            self.judge(loop, metrics)
+        elif loop.step % self.every == 0:
+            self.due = metrics
 
     def on_epoch_end(self, loop: Loop, stats: EpochStats) -> None:
-        self.check(loop)
+        self.due = None  # the state is newer, and the epoch's end has waited for it
+        self.judge(
+            loop, {"skipped": loop.state.skipped, "consecutive_skips": loop.state.consecutive_skips}
+        )
 
-    def check(self, loop: Loop) -> None:
-        skipped = int(loop.state.skipped)
-        consecutive = int(loop.state.consecutive_skips)
+    def judge(self, loop: Loop, counters: Metrics) -> None:
+        skipped = int(counters["skipped"])
+        consecutive = int(counters["consecutive_skips"])
         if skipped == 0 or not (self.stop_at_first or consecutive > self.max_consecutive):
             return
         # On the host: a state replicated over several processes cannot run eagerly.

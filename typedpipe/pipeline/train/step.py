@@ -137,7 +137,10 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
                 images=sums.images + batch.labels.shape[0],
             ),
         )
-        return new_state, {"loss": value, "finite": finite}
+        # The guard's counters ride along: reading a step's metrics, unlike its state,
+        # need not wait for the steps queued after it (`NumericGuard`).
+        counters = {"skipped": new_state.skipped, "consecutive_skips": new_state.consecutive_skips}
+        return new_state, {"loss": value, "finite": finite, **counters}
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         images = preprocess(batch.images, train=False)
