@@ -23,6 +23,7 @@ from rich.table import Table
 
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, TrainingStopped
 from typedpipe.contracts.diagnostics import visible
+from typedpipe.launch import STEPPING
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NUMERIC, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -370,14 +371,17 @@ def cmd_train(args) -> int:
             progress.update(task, total=loop.total_steps, completed=loop.step, status="")
 
         def on_step_end(self, loop, batch, metrics) -> None:
-            if loop.step == loop.total_steps:
-                self.shown = metrics
             if self.shown is not None:
-                status = f"last batch loss {float(self.shown['loss']):.4f}"
-                progress.update(task, completed=loop.step, status=status)
+                self.show(loop, self.shown)
                 self.shown = None
-            if loop.step % 10 == 0:
+            if loop.step == loop.total_steps:
+                self.show(loop, metrics)
+            elif loop.step % 10 == 0:
                 self.shown = metrics
+
+        def show(self, loop, metrics) -> None:
+            status = f"last batch loss {float(metrics['loss']):.4f}"
+            progress.update(task, completed=loop.step, status=status)
 
         def on_epoch_end(self, loop, stats) -> None:
             epochs = -(-loop.total_steps // max(loop.steps_per_epoch, 1))
@@ -440,10 +444,7 @@ def epoch_line(stats, epochs: int) -> str:
 
 
 def _bundle(run_dir: str):
-    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.export import ExportedModel
-
-    use_xla_cpu_convolutions()  # before JAX starts, for the bundle's steps
 
     bundle = Path(run_dir) / "model"
     if not (bundle / "contract.json").is_file():
@@ -550,12 +551,10 @@ def cmd_predict(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.bench import bench_step
     from typedpipe.pipeline.train.sharding import use_every_cpu_core
 
     use_every_cpu_core()
-    use_xla_cpu_convolutions()
     config = _load(args.config)
     _warn_of_devices(args.devices)
     result = bench_step(config, steps=args.steps, devices=args.devices)
@@ -637,10 +636,8 @@ def _join(args) -> None:
         raise UsageError("--coordinator, --num-processes and --process-id go together")
     if args.process_id is not None and args.process_id >= args.num_processes:
         raise UsageError(f"--process-id {args.process_id} must be below --num-processes")
-    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.train.sharding import join_cluster, use_every_cpu_core
 
-    use_xla_cpu_convolutions()
     if args.coordinator is None:  # one process on this machine: it may have every core
         use_every_cpu_core()
     join_cluster(*flags)
@@ -750,6 +747,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.stdout = sys.stdout
+    if args.command in STEPPING:  # before JAX starts a backend, when XLA reads XLA_FLAGS
+        from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
+
+        use_xla_cpu_convolutions()
     try:
         # --json promises stdout carries only the result: route stray prints to stderr,
         # Python's and those of native libraries (gloo, XLA) alike.
