@@ -17,6 +17,7 @@ import jax
 
 from benchmarks import (
     contract_overhead,
+    convolutions,
     folder_check,
     hostile_input,
     import_time,
@@ -29,6 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 BENCHMARKS = {
     "training": training.run,
     "loop": loop.run,
+    "convolutions": convolutions.run,
     "contract_overhead": contract_overhead.run,
     "folder_check": folder_check.run,
     "import_time": import_time.run,
