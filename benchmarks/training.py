@@ -1,10 +1,10 @@
 """Training and inference speed against the peers: typedpipe, hand-written Flax NNX, PyTorch eager.
 
 Every (framework, workload) pair runs in a fresh interpreter, one at a time,
-and the rounds interleave the frameworks, so that machine noise and warm caches
-hit them alike; the median round is reported. typedpipe is measured with the
-step `typedpipe bench` times (the one `fit` runs), contracts checked and, to
-price them, unchecked.
+and the rounds interleave the frameworks, each round in a rotated order, so that
+machine noise and warm caches hit them alike; the median round is reported.
+typedpipe is measured with the step `typedpipe bench` times (the one `fit`
+runs), contracts checked and, to price them, unchecked.
 
     python -m benchmarks.training            # all workloads, 3 rounds
     python -m benchmarks.training --one typedpipe seed_cnn
@@ -99,7 +99,11 @@ def run(rounds: int = 3, workloads=tuple(WORKLOADS)) -> dict:
     samples: dict = {w: {f: [] for f in frameworks} for w in workloads}
     for round_ in range(rounds):
         for workload in workloads:
-            for framework in frameworks:
+            # Each round starts with another framework, so that none always runs in the
+            # same place, after the same one (checked and unchecked, whose steps compile
+            # to the same program, read 3-8% apart when one always ran first).
+            shift = round_ % len(frameworks)
+            for framework in frameworks[shift:] + frameworks[:shift]:
                 result = _in_fresh_process(framework, workload)
                 samples[workload][framework].append(result)
                 print(f"round {round_ + 1}: {workload} {framework} {result}", file=sys.stderr)
