@@ -34,7 +34,7 @@ def _ratio(config: Path, out: Path, rounds: int, train_args: tuple[str, ...]) ->
     }
 
 
-def run(rounds: int = 2) -> dict:
+def run(rounds: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         digits = _ratio(ROOT / "examples" / "digits.toml", tmp / "digits", rounds, ())
