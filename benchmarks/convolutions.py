@@ -16,15 +16,12 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from typedpipe.launch import huge_page_environment
+from benchmarks.training import in_fresh_process
 
-ROOT = Path(__file__).parent.parent
 BATCH = 128
 # name: (channels in and out, height = width)
 SHAPES = {"16ch 32x32": (16, 32), "32ch 16x16": (32, 16), "64ch 8x8": (64, 8)}
@@ -113,29 +110,6 @@ def measure(framework: str, repeats: int) -> dict:
     return _typedpipe(repeats) if framework == "typedpipe" else _torch(repeats)
 
 
-def _in_fresh_process(framework: str, repeats: int) -> dict:
-    environ = huge_page_environment() if framework == "typedpipe" else None
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.convolutions",
-            "--one",
-            framework,
-            "--repeats",
-            str(repeats),
-        ],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{framework} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def run(repeats: int = 30) -> dict:
     """Per shape and pass: each framework's milliseconds and GFLOP/s, and typedpipe's
     speed relative to PyTorch's (above 1: typedpipe is faster)."""
@@ -145,7 +119,10 @@ def run(repeats: int = 30) -> dict:
         skipped["torch_eager"] = "PyTorch is not installed: pip install '.[bench]'"
     else:
         frameworks.append("torch_eager")
-    measured = {framework: _in_fresh_process(framework, repeats) for framework in frameworks}
+    measured = {
+        framework: in_fresh_process("benchmarks.convolutions", framework, "--repeats", str(repeats))
+        for framework in frameworks
+    }
     table = {}
     for name, (channels, size) in SHAPES.items():
         rows = {}

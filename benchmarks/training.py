@@ -71,12 +71,13 @@ def measure(framework: str, workload: str) -> dict:
     return _measure_peer(framework, workload)
 
 
-def _in_fresh_process(framework: str, workload: str) -> dict:
-    # typedpipe in the process its command would run in (`typedpipe.launch`); the
-    # peers in the one their users get.
+def in_fresh_process(module: str, framework: str, *arguments: str) -> dict:
+    """`python -m MODULE --one FRAMEWORK ARGUMENTS` in a fresh interpreter: the JSON on
+    its last line. typedpipe runs in the process its command would run in
+    (`typedpipe.launch`); the peers in the one their users get."""
     environ = huge_page_environment() if framework.startswith("typedpipe") else None
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.training", "--one", framework, workload],
+        [sys.executable, "-m", module, "--one", framework, *arguments],
         cwd=ROOT,
         env=environ,
         capture_output=True,
@@ -84,7 +85,8 @@ def _in_fresh_process(framework: str, workload: str) -> dict:
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{framework} {workload} failed:\n{done.stderr[-2000:]}")
+        what = " ".join((module, framework, *arguments))
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -104,7 +106,7 @@ def run(rounds: int = 3, workloads=tuple(WORKLOADS)) -> dict:
             # to the same program, read 3-8% apart when one always ran first).
             shift = round_ % len(frameworks)
             for framework in frameworks[shift:] + frameworks[:shift]:
-                result = _in_fresh_process(framework, workload)
+                result = in_fresh_process("benchmarks.training", framework, workload)
                 samples[workload][framework].append(result)
                 print(f"round {round_ + 1}: {workload} {framework} {result}", file=sys.stderr)
     table = {}
