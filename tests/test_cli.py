@@ -11,21 +11,21 @@ import pytest
 from rich.console import Console
 
 from typedpipe.cli import (
-    _TABLE_MIN_WIDTH,
     EXIT_INVALID,
     EXIT_NUMERIC,
     EXIT_OK,
     EXIT_USAGE,
     PhaseBars,
     counted,
-    default_config_path,
     epoch_line,
     main,
     plain_diagnostics,
     render_diagnostics,
 )
+from typedpipe.cli.render import TABLE_MIN_WIDTH
 from typedpipe.contracts import Diagnostic
 from typedpipe.contracts.diagnostics import CODES
+from typedpipe.pipeline.config import default_config_path
 
 
 def run_json(capsys, *argv):
@@ -298,7 +298,7 @@ def test_errors_and_warnings_are_counted_apart():
     assert counted([CHANNELS]) == "1 error"
 
 
-@pytest.mark.parametrize("width", [_TABLE_MIN_WIDTH, 200])
+@pytest.mark.parametrize("width", [TABLE_MIN_WIDTH, 200])
 def test_the_terminal_table_never_breaks_a_code(width, monkeypatch):
     monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.delenv("NO_COLOR", raising=False)
@@ -321,7 +321,7 @@ def test_the_terminal_table_never_breaks_a_code(width, monkeypatch):
 
 @pytest.mark.parametrize(
     "environment, width",
-    [({"NO_COLOR": "1"}, 120), ({"TERM": "dumb"}, 120), ({}, _TABLE_MIN_WIDTH - 1)],
+    [({"NO_COLOR": "1"}, 120), ({"TERM": "dumb"}, 120), ({}, TABLE_MIN_WIDTH - 1)],
 )
 def test_no_color_dumb_and_narrow_terminals_get_plain_blocks(environment, width, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)

@@ -3,8 +3,7 @@ import dataclasses
 import pytest
 
 from typedpipe import ConfigError, parse_config
-from typedpipe.cli import default_config_path
-from typedpipe.pipeline.config import load_config
+from typedpipe.pipeline.config import default_config_path, load_config
 from typedpipe.pipeline.stages import Resize, ToFloat
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import typedpipe as tp
-from typedpipe.cli import EXIT_INVALID, EXIT_OK, default_config_path, main
+from typedpipe.cli import EXIT_INVALID, EXIT_OK, main
+from typedpipe.pipeline.config import default_config_path
 
 
 def run_json(capsys, *argv):
@@ -109,7 +110,8 @@ def test_the_artifact_alone_predicts_as_typedpipe_does_for_any_batch_size(
 def test_the_contract_states_layers_preprocessing_platforms_and_checksums(run):
     bundle = run / "model"
     contract = json.loads((bundle / "contract.json").read_text())
-    assert contract["version"] == 2
+    assert contract["version"] == 3
+    assert contract["artifacts"] == {"jaxexport": contract["artifact"]}
     assert contract["preprocess"] == [
         {
             "op": "to_float",
@@ -209,6 +211,24 @@ def test_a_bundle_of_another_version_or_with_a_changed_byte_is_refused(
     exit_code, result = run_json(capsys, "eval", str(copy))
     assert exit_code == EXIT_INVALID
     assert [d["code"] for d in result["diagnostics"]] == [code]
+
+
+def test_a_bundle_of_an_older_readable_version_still_loads(run, tmp_path):
+    """Version 2 had one `artifact` and no `artifacts`: a newer typedpipe still reads it."""
+    bundle = tmp_path / "model"
+    shutil.copytree(run / "model", bundle)
+    contract = json.loads((bundle / "contract.json").read_text())
+    del contract["artifacts"]
+    (bundle / "contract.json").write_text(json.dumps({**contract, "version": 2}))
+    images = np.zeros((3, 8, 8, 1), np.uint8)
+    np.testing.assert_array_equal(
+        tp.ExportedModel(bundle).predict(images), tp.ExportedModel(run / "model").predict(images)
+    )
+    (bundle / "contract.json").write_text(json.dumps({**contract, "version": 1}))
+    with pytest.raises(tp.ContractError) as caught:
+        tp.ExportedModel(bundle)
+    assert caught.value.diagnostic.code == "bundle.version"
+    assert caught.value.diagnostic.expected == "format 'typedpipe.model' version 2 to 3"
 
 
 def test_loading_the_bundle_leaves_its_checksums_true(run):

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from typedpipe import launch
+from typedpipe import runtime as launch
 
 
 @pytest.fixture
@@ -61,8 +61,8 @@ def test_a_stepping_command_reexecutes_once_and_a_cheap_one_never(tmp_path):
         import os, sys
         print("tunables:", os.environ.get("GLIBC_TUNABLES"), flush=True)
         sys.argv = ["typedpipe", *sys.argv[1:]]
-        from typedpipe.launch import main
-        sys.exit(main())
+        from typedpipe.cli import launch
+        sys.exit(launch())
         """
     )
     environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 from typedpipe.models.layers.lowering import (
-    XLA_CPU_FLAG,
     avg_pool,
     chosen,
     conv2d,
     lowered_as,
     materialized,
     max_pool,
-    use_xla_cpu_convolutions,
 )
+from typedpipe.runtime import XLA_CPU_FLAG, use_xla_cpu_convolutions
 
 
 def _both(fn, *args):

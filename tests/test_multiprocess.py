@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from typedpipe import load_config, train_run
-from typedpipe.cli import default_config_path
+from typedpipe.pipeline.config import default_config_path
 
 
 def free_port() -> int:

@@ -14,8 +14,8 @@ from typedpipe import (
     parse_config,
     train_run,
 )
-from typedpipe.cli import default_config_path
 from typedpipe.contracts import LabelSpec
+from typedpipe.pipeline.config import default_config_path
 from typedpipe.pipeline.sources import Splits, survey_arrays
 from typedpipe.pipeline.train.callbacks import NumericGuard
 from typedpipe.pipeline.train.numerics import all_finite

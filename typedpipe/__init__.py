@@ -9,7 +9,7 @@ Extension points: a name registered through `register_stage`, `register_layer`,
 `register_model` or `register_source` is usable from a config file at once.
 
 Importing the package is cheap: each name loads its module on first use (PEP 562),
-so `typedpipe --version`, `typedpipe.launch` and a caller that needs one name do
+so `typedpipe --version`, `typedpipe.runtime` and a caller that needs one name do
 not pay for JAX.
 """
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     # The pipeline: config, stages, sources, check, training, export.
     from typedpipe.pipeline.check import check_pipeline as check_pipeline
     from typedpipe.pipeline.config import Config as Config
+    from typedpipe.pipeline.config import default_config_path as default_config_path
     from typedpipe.pipeline.config import load_config as load_config
     from typedpipe.pipeline.config import parse_config as parse_config
     from typedpipe.pipeline.export import ExportedModel as ExportedModel
@@ -79,6 +80,7 @@ _HOMES = {
     "register_model": "typedpipe.models",
     "check_pipeline": "typedpipe.pipeline.check",
     "Config": "typedpipe.pipeline.config",
+    "default_config_path": "typedpipe.pipeline.config",
     "load_config": "typedpipe.pipeline.config",
     "parse_config": "typedpipe.pipeline.config",
     "ExportedModel": "typedpipe.pipeline.export",

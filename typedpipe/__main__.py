@@ -1,7 +1,7 @@
-"""`python -m typedpipe`: the `typedpipe` command."""
+"""`python -m typedpipe`: the `typedpipe` command, as the console script runs it."""
 
 import sys
 
-from typedpipe.launch import main
+from typedpipe.cli import launch
 
-sys.exit(main())
+sys.exit(launch())

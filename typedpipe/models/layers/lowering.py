@@ -2,7 +2,7 @@
 
 On XLA's CPU backend, measured on 2 cores:
 - A convolution is XLA's own (Eigen), with YNNPACK's convolutions turned off
-  (`use_xla_cpu_convolutions`), on an input made a buffer of its own
+  (`typedpipe.runtime.use_xla_cpu_convolutions`), on an input made a buffer of its own
   (`materialized`). resnet20's step (batch 128): 700 ms with YNNPACK's
   convolutions, 420 ms with XLA's, 330 ms on materialized inputs.
 - A pooling whose window equals its stride is 3x faster as a reshape and a
@@ -18,7 +18,6 @@ gradient among them and `select_and_scatter` gives it all to the first.
 import contextlib
 import contextvars
 import functools
-import os
 from collections.abc import Iterator
 from typing import Literal
 
@@ -44,28 +43,6 @@ def lowered_as(lowering: Lowering) -> Iterator[None]:
         yield
     finally:
         _FORCED.reset(token)
-
-
-#: XLA's CPU backend hands convolutions to YNNPACK by default. Its convolutions ran
-#: resnet20's 3x3 layers up to 1.6x slower than XLA's own (Eigen), and their kernel
-#: gradients 2 to 3x slower. The flag is experimental, so it is set only for the
-#: jaxlib it was measured with: an unknown XLA flag aborts the process.
-XLA_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-_FLAG_MEASURED_WITH = (0, 10)
-
-
-def use_xla_cpu_convolutions() -> None:
-    """Have XLA's CPU backend compute convolutions itself (`XLA_CPU_FLAG`).
-
-    Call it before JAX starts a backend, when XLA reads `XLA_FLAGS` (the CLI does,
-    first thing). An `XLA_FLAGS` that already sets YNNPACK's fusions is kept.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in flags:
-        return
-    if jax.__version_info__[:2] != _FLAG_MEASURED_WITH:  # jaxlib's version is jax's
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
 
 
 def chosen() -> Lowering:

@@ -14,7 +14,6 @@ import math
 from collections.abc import Collection
 
 import numpy as np
-from flax import nnx
 
 from typedpipe.contracts import (
     Accepts,
@@ -25,7 +24,7 @@ from typedpipe.contracts import (
     compare,
     hints,
 )
-from typedpipe.models import MODELS, build_model
+from typedpipe.models import MODELS
 from typedpipe.models.classifier import logits_activation
 from typedpipe.pipeline.check.fixes import (
     config_fixes,
@@ -135,11 +134,7 @@ def check_model(config: Config) -> list[Diagnostic]:
         )
         if logits is not None:
             return [logits]
-        nnx.eval_shape(
-            lambda: build_model(
-                model.name, model.input, model.num_classes, model.layers, rngs=nnx.Rngs(0)
-            )
-        )
+        model.abstract()
     except (ContractError, ConfigError) as err:
         return list(err.diagnostics)
     return []

@@ -1,9 +1,6 @@
 """The shape flow of a whole pipeline: the data's spec, every stage, every layer."""
 
-from flax import nnx
-
 from typedpipe.contracts import ContractError, ImageSpec
-from typedpipe.models import build_model
 from typedpipe.models.summary import Row, layer_rows
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Survey
@@ -30,8 +27,4 @@ def summarize(config: Config, survey: Survey | None = None) -> list[Row]:
     if survey.spec is None:
         raise ContractError(survey.diagnostics)
     specs = Preprocess(config.preprocess).flow(survey.spec)
-    m = config.model
-    model = nnx.eval_shape(
-        lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
-    )
-    return stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
+    return stage_rows(survey.spec, config.preprocess, specs) + layer_rows(config.model.abstract())

@@ -1,5 +1,6 @@
 """The pipeline config: its schema (dataclasses) and the strict TOML loader."""
 
+from typedpipe.pipeline.config.default import default_config_path as default_config_path
 from typedpipe.pipeline.config.loader import Draft as Draft
 from typedpipe.pipeline.config.loader import load_config as load_config
 from typedpipe.pipeline.config.loader import load_draft as load_draft

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from beartype.vale import Is
+from flax import nnx
 
 from typedpipe.contracts.specs import MAX_CLASSES
-from typedpipe.models import MODELS
+from typedpipe.models import MODELS, Classifier, build_model
 from typedpipe.pipeline.sources import SOURCES, Source, SourceContext
 from typedpipe.pipeline.sources.decode import pixel_limit
 from typedpipe.pipeline.stages import Stage
@@ -71,6 +72,18 @@ class ModelConfig:
     input_range: tuple[float, float] = (0.0, 1.0)
     num_classes: Classes = 10
     layers: tuple[dict[str, Any], ...] = ()
+
+    def build(self, rngs: nnx.Rngs) -> Classifier:
+        """The model this table describes, its parameters drawn from `rngs`.
+
+        Raises:
+            ConfigError, ContractError: as `build_model` does.
+        """
+        return build_model(self.name, self.input, self.num_classes, self.layers, rngs=rngs)
+
+    def abstract(self) -> Classifier:
+        """The model built on shapes alone (`nnx.eval_shape`): nothing is allocated."""
+        return nnx.eval_shape(lambda: self.build(nnx.Rngs(0)))
 
 
 @dataclasses.dataclass(frozen=True)

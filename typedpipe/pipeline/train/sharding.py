@@ -5,8 +5,6 @@ process reads its own share of every batch and hands it to
 `jax.make_array_from_process_local_data`.
 """
 
-import os
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -84,28 +82,11 @@ class Placement:
         return jax.jit(lambda t: t, out_shardings=self.replicated)(tree)
 
 
-def use_every_cpu_core() -> None:
-    """Give JAX's CPU backend one device per core, so that `--devices N` can split a batch
-    over the cores.
-
-    Call it before JAX starts a backend (the CLI does, first thing); it keeps a
-    device count the user chose (XLA_FLAGS, JAX_NUM_CPU_DEVICES) and leaves a
-    backend already running alone.
-    """
-    chosen = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-    if chosen or "JAX_NUM_CPU_DEVICES" in os.environ:
-        return
-    try:
-        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
-    except RuntimeError:  # a backend already runs (a library caller): its devices stay
-        return
-
-
 def default_devices() -> int:
     """Devices to train on when the user names none: every device of several processes,
     one otherwise.
 
-    One on CPU too, though `use_every_cpu_core` makes one device per core (for
+    One on CPU too, though `typedpipe.runtime.use_every_cpu_core` makes one device per core (for
     `--devices N`). Measured on 2 cores, with the CPU lowerings and huge pages:
     splitting the batch gained 1.08x on resnet20 and lost 10% on the seed CNN,
     and XLA's CPU collectives can deadlock between the devices of one process
@@ -133,26 +114,3 @@ def collectives_warning(devices: int) -> Diagnostic | None:
         got=f"--devices {devices}",
         hint="drop --devices: one device is the default, and on CPU about as fast",
     )
-
-
-def join_cluster(
-    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
-) -> None:
-    """Join the other processes of a run through `jax.distributed`, before any JAX work.
-
-    With a coordinator, as the flags say; without, JAX's own cluster detection
-    (SLURM, Open MPI, TPU pods, Kubernetes) decides, and where it finds no
-    cluster this is one process on its own.
-    """
-    if coordinator is not None:
-        # CPU devices of several processes talk through gloo (GPUs and TPUs use their own).
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator, num_processes, process_id)
-        return
-    try:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize()
-    except ValueError:  # "coordinator_address should be defined": no cluster found
-        return
-    except RuntimeError:  # JAX already runs in this process (a library caller): on its own
-        return

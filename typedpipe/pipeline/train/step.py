@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from typedpipe.models import Classifier, build_model, split_params
+from typedpipe.models import Classifier, split_params
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Batch
 from typedpipe.pipeline.stages import Preprocess
@@ -67,18 +67,15 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
         clip_global_norm=t.clip_global_norm,
     )
 
-    def new_model(key: PRNGKeyArray) -> Classifier:
-        return build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(key))
-
     # The graphs are static: read them off a model built on shapes alone.
-    abstract = nnx.eval_shape(lambda: new_model(jax.random.key(0)))
+    abstract = m.abstract()
     abstract.train()
     train_graph = split_params(abstract)[0]
     abstract.eval()
     eval_graph = split_params(abstract)[0]
 
     def init_state(key: PRNGKeyArray) -> TrainState:
-        _, params, rest = split_params(new_model(key))
+        _, params, rest = split_params(m.build(nnx.Rngs(key)))
         zero = jnp.zeros((), jnp.int32)
         return TrainState(
             step=zero,
