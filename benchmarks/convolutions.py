@@ -44,9 +44,10 @@ def _median_ms(call: Callable[[], object], repeats: int) -> float:
 
 
 def _typedpipe(repeats: int) -> dict:
-    from typedpipe.models.layers.lowering import conv2d, lowered_as, use_xla_cpu_convolutions
+    from typedpipe.models.layers.lowering import conv2d, lowered_as
+    from typedpipe.runtime import Settings, prepare
 
-    use_xla_cpu_convolutions()  # before JAX starts its backend, as the CLI does
+    prepare(Settings(steps=True))  # before JAX starts its backend, as the CLI does
     import jax
 
     results = {}

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from typedpipe.launch import huge_page_environment
+from typedpipe.runtime import Settings, huge_page_environment, prepare
 
 ROOT = Path(__file__).parent.parent
 
@@ -34,12 +34,9 @@ FRAMEWORKS = ("typedpipe", "typedpipe_unchecked", "flax_nnx", "torch_eager")
 def _measure_typedpipe(workload: str, checked: bool) -> dict:
     from typedpipe import load_config
     from typedpipe.contracts import unchecked
-    from typedpipe.models.layers.lowering import use_xla_cpu_convolutions
     from typedpipe.pipeline.bench import bench_step
-    from typedpipe.pipeline.train.sharding import use_every_cpu_core
 
-    use_every_cpu_core()  # as `typedpipe bench` and `train` do
-    use_xla_cpu_convolutions()
+    prepare(Settings(steps=True, every_core=True))  # as `typedpipe bench` does
     path, _, _, steps = WORKLOADS[workload]
     config = load_config(ROOT / path)
     if checked:
@@ -74,7 +71,7 @@ def measure(framework: str, workload: str) -> dict:
 def in_fresh_process(module: str, framework: str, *arguments: str) -> dict:
     """`python -m MODULE --one FRAMEWORK ARGUMENTS` in a fresh interpreter: the JSON on
     its last line. typedpipe runs in the process its command would run in
-    (`typedpipe.launch`); the peers in the one their users get."""
+    (`typedpipe.runtime`); the peers in the one their users get."""
     environ = huge_page_environment() if framework.startswith("typedpipe") else None
     done = subprocess.run(
         [sys.executable, "-m", module, "--one", framework, *arguments],
