@@ -16,7 +16,6 @@ are only read: nothing in the folder is ever written, moved or deleted.
 
 import collections
 import dataclasses
-import errno
 import functools
 import os
 import stat
@@ -34,16 +33,22 @@ from typedpipe.pipeline.sources.base import DataPath, Source, Survey, labels_as
 from typedpipe.pipeline.sources.cache import DecodedCache
 from typedpipe.pipeline.sources.decode import (
     DEEP_MODES,
+    THREADS,
     Header,
-    TooLarge,
-    Unusable,
-    decode,
+    decode_threads,
     dropped,
-    find_images,
     mode_layout,
     pixel_limit,
     read_header,
     target_mode,
+    try_decode,
+)
+from typedpipe.pipeline.sources.walk import (
+    Unusable,
+    find_images,
+    relative,
+    unreadable,
+    unusable_diagnostics,
 )
 from typedpipe.progress import track
 
@@ -54,13 +59,6 @@ SAMPLE_SIZE = 256
 # Files go to Grain's reader threads in chunks: per-element overhead (~0.1 ms)
 # would otherwise cost more than reading a small PNG.
 _CHUNK = 64
-
-# Pillow releases the GIL while it decompresses, so threads pay off for large
-# images; for small ones the Python around each decode dominates and threads
-# only contend for the GIL. Measured on 2 cores: 10,000 32x32 PNGs decode in
-# 0.44 s on one thread, 0.86 s on two; 200 500x375 JPEGs in 0.45 s on one, 0.25 s on two.
-_PARALLEL_DECODE_PIXELS = 128 * 128
-_THREADS = min(8, os.cpu_count() or 1)
 
 # A decode size is held to the pixel limit of the files themselves: past it one
 # decoded image alone is a pixel bomb.
@@ -128,7 +126,7 @@ class FileRecords:
     @property
     def read_threads(self) -> int:
         """Loader threads worth using: several only where decoding releases the GIL long enough."""
-        return _THREADS if self.spec.height * self.spec.width >= _PARALLEL_DECODE_PIXELS else 1
+        return decode_threads(self.spec.height, self.spec.width)
 
     def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The images at `indices` as one `(n, h, w, c)` array: decoded from their files, or
@@ -145,7 +143,7 @@ class FileRecords:
         failed: list[tuple[str, str]] = []
         for row in np.flatnonzero(~cached):
             path = self.files[indices[row]]
-            pixels = _try_decode(path, self.options)
+            pixels = try_decode(path, self.options.mode, self.options.size)
             if (
                 isinstance(pixels, str)
                 or pixels.shape != images.shape[1:]
@@ -156,7 +154,7 @@ class FileRecords:
                     if isinstance(pixels, str)
                     else f"decodes to {pixels.dtype} {pixels.shape}"
                 )
-                failed.append((_relative(self.root, path), why))
+                failed.append((relative(self.root, path), why))
             else:
                 images[row] = pixels
         if failed:
@@ -166,7 +164,7 @@ class FileRecords:
                 corrupt_files(failed, expected=f"readable {self.spec.describe()} images")
             )
         if np.issubdtype(images.dtype, np.floating):  # only floats can hold NaN or inf
-            names = [_relative(self.root, self.files[i]) for i in indices]
+            names = [relative(self.root, self.files[i]) for i in indices]
             nonfinite = nonfinite_images(images, names)
             if nonfinite:
                 raise ContractError(nonfinite)
@@ -175,7 +173,7 @@ class FileRecords:
         return images, self.labels[indices]
 
 
-def _threaded(items: list, fn, phase: str, threads: int = _THREADS) -> list:
+def _threaded(items: list, fn, phase: str, threads: int = THREADS) -> list:
     """`fn` over `items` in order, in chunks on Grain's reader threads, with prefetch;
     progress is reported as `phase` (`typedpipe.progress`)."""
     import grain
@@ -221,9 +219,9 @@ def survey_folder(
         return Survey.failed(*scanned)
     classes, headers, unusable = scanned.classes, scanned.headers, scanned.unusable
     files = [(h.path, h.label) for h in headers]
-    name = functools.partial(_relative, root)
+    name = functools.partial(relative, root)
     diagnostics = _empty_classes(root, classes, files, unusable)
-    diagnostics.extend(_unusable(unusable, name))
+    diagnostics.extend(unusable_diagnostics(unusable, name=name))
     too_large = [h for h in headers if h.too_large]
     corrupt = [h for h in headers if h.kind == "corrupt"]
     readable = [h for h in headers if not h.fault]
@@ -310,11 +308,7 @@ def _scan(root: Path) -> _Scan | list[Diagnostic]:
         try:
             mode = os.stat(path).st_mode
         except OSError as err:
-            if entry.is_symlink():
-                why = "loops" if err.errno == errno.ELOOP else "points at nothing"
-                unusable.append(Unusable(path, "link", f"a link that {why}"))
-            else:
-                unusable.append(Unusable(path, "permission", f"cannot be read: {err.strerror}"))
+            unusable.append(unreadable(entry, err))
             continue
         if stat.S_ISDIR(mode):
             classes.append(entry.name)
@@ -329,7 +323,7 @@ def _scan(root: Path) -> _Scan | list[Diagnostic]:
                 f"move the images into one sub-folder per class: "
                 f"{root}/cat/1.png, {root}/dog/2.png",
             ),
-            *_unusable(unusable, functools.partial(_relative, root)),
+            *unusable_diagnostics(unusable, name=functools.partial(relative, root)),
         ]
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(classes):
@@ -359,49 +353,6 @@ def _empty_classes(
             items=empty,
         )
     ]
-
-
-# What each kind of unusable entry is reported as: code, what, expected, fix.
-_UNUSABLE = {
-    "link": (
-        "data.link",
-        "symbolic link(s) point at nothing or loop",
-        "links to existing image files and folders",
-        "restore the link targets, or remove the links",
-    ),
-    "permission": (
-        "data.permission",
-        "file(s) or folder(s) may not be read",
-        "readable files and folders",
-        "grant read access (chmod -R u+rX on the data folder), or remove them",
-    ),
-    "special": (
-        "data.special",
-        "entr(ies) with an image's name are not regular files",
-        "regular image files",
-        "remove them: a FIFO, socket or device is never an image",
-    ),
-}
-
-
-def _unusable(unusable: list[Unusable], name) -> list[Diagnostic]:
-    """One diagnostic per kind of entry the walk could not use, listing each with why."""
-    found = []
-    for kind, (code, what, expected, hint) in _UNUSABLE.items():
-        entries = [u for u in unusable if u.kind == kind]
-        if entries:
-            found.append(
-                Diagnostic(
-                    code,
-                    f"{len(entries)} {what}",
-                    stage="data",
-                    expected=expected,
-                    got=f"{len(entries)} unusable",
-                    hint=hint,
-                    items=tuple(f"{name(u.path)}: {u.why}" for u in entries),
-                )
-            )
-    return found
 
 
 def _lossy(
@@ -503,19 +454,10 @@ class _Fault:
 
 
 def _try_summary(path: Path, options: FolderOptions) -> _Decoded | _Fault:
-    pixels = _try_decode(path, options)
+    pixels = try_decode(path, options.mode, options.size)
     if isinstance(pixels, str):
         return _Fault(pixels, "too_large" if pixels.startswith("TooLarge") else "corrupt")
     return _Decoded(value_range(pixels), bool(nonfinite_images(pixels[None])))
-
-
-def _try_decode(path: Path, options: FolderOptions) -> np.ndarray | str:
-    try:
-        return decode(path, options.mode, options.size)
-    except TooLarge as err:
-        return f"TooLarge: {err}"
-    except Exception as err:  # a file that will not decode is corrupt
-        return f"{type(err).__name__}: {err}"
 
 
 def corrupt_files(failed: list[tuple[str, str]], expected: str = "") -> Diagnostic:
@@ -535,13 +477,6 @@ def corrupt_files(failed: list[tuple[str, str]], expected: str = "") -> Diagnost
         hint=f"remove or replace {listed}, then run typedpipe check again",
         items=names,
     )
-
-
-def _relative(root: Path, path: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def _empty(message: str, expected: str, got: str, hint: str, items=()) -> Diagnostic:
