@@ -8,7 +8,7 @@ from typedpipe.contracts import ContractError, Diagnostic, LabelSpec
 from typedpipe.contracts.diagnostics import MAX_ITEMS
 from typedpipe.pipeline.check.static import check_labels
 from typedpipe.pipeline.config import parse_config
-from typedpipe.pipeline.sources import batches, imagefolder, read_batch, split_indices
+from typedpipe.pipeline.sources import batches, folder_audit, read_batch, split_indices
 from typedpipe.pipeline.sources.audit import spec_of
 from typedpipe.pipeline.sources.integrity import Verdict, verify_bytes, verify_file
 
@@ -267,7 +267,7 @@ def _mixed_folder(root, count=8):
 
 
 def test_check_names_every_broken_file_not_only_those_in_the_sample(tmp_path, monkeypatch):
-    monkeypatch.setattr(imagefolder, "SAMPLE_SIZE", 2)  # the first and the last file only
+    monkeypatch.setattr(folder_audit, "SAMPLE_SIZE", 2)  # the first and the last file only
     _mixed_folder(tmp_path)
     jpeg = _encoded("JPEG")
     (tmp_path / "a" / "3-cut.jpg").write_bytes(jpeg[: len(jpeg) - 40])

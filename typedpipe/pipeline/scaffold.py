@@ -32,14 +32,9 @@ from typedpipe.contracts.diagnostics import visible
 from typedpipe.pipeline.config import Config, parse_config
 from typedpipe.pipeline.sources import split_indices
 from typedpipe.pipeline.sources.decode import DEEP_MODES, Header, dropped
-from typedpipe.pipeline.sources.imagefolder import (
-    DecodeMode,
-    FolderOptions,
-    FolderScan,
-    Loss,
-    scan_folder,
-    survey_folder,
-)
+from typedpipe.pipeline.sources.folder_audit import survey_folder
+from typedpipe.pipeline.sources.folder_scan import FolderScan, scan_folder
+from typedpipe.pipeline.sources.imagefolder import DecodeMode, FolderOptions, Loss
 
 #: The largest side `init` decodes to: small_cnn trains on it on a CPU in minutes.
 MAX_SIDE = 64

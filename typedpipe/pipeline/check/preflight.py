@@ -7,18 +7,14 @@ without allocating an input, and XLA's memory analysis is held against what the
 device has (host RAM on CPU).
 """
 
-import os
-
 import jax
 import numpy as np
 
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, ImageSpec
+from typedpipe.memory import HEADROOM, device_memory, exceeds
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Batch
 from typedpipe.pipeline.train.step import make_train
-
-# Leave this share of device memory to the runtime, the input pipeline and fragmentation.
-_HEADROOM = 0.9
 
 
 def check_step(
@@ -88,14 +84,14 @@ def _step_faults(
 
     need = step_bytes(per_device)
     limit, where = device_memory()
-    if need <= limit * _HEADROOM:
+    if need <= limit * HEADROOM:
         return []
     # Memory grows linearly with the batch: two compiles give the fixed part and the
     # part per image, and so the largest batch that fits.
     smaller = max(per_device // 8, 1)
     need_smaller = step_bytes(smaller) if smaller < per_device else need
     per_image = max((need - need_smaller) / max(per_device - smaller, 1), 1.0)
-    fits = int((limit * _HEADROOM - (need - per_image * per_device)) // per_image) * devices
+    fits = int((limit * HEADROOM - (need - per_image * per_device)) // per_image) * devices
     if fits >= 1:
         fits = 2 ** int(np.log2(fits))
         hint = f"batch_size = {fits} under [train] (the largest power of two that fits)"
@@ -105,25 +101,19 @@ def _step_faults(
             'precision = "bfloat16" under [train]'
         )
     return [
-        Diagnostic(
-            "memory.exceeds",
-            f"the compiled train step needs {_gib(need)} per device for batch "
-            f"{config.train.batch_size}; {where} is {_gib(limit)}",
+        exceeds(
+            "the compiled train step",
+            need,
+            limit,
+            where,
+            batch=f"per device for batch {config.train.batch_size}",
             stage="[train]",
-            expected=f"at most {_gib(limit * _HEADROOM)} ({_HEADROOM:.0%} of {where})",
-            got=f"{_gib(need)} for batch_size = {config.train.batch_size}",
             hint=hint,
+            setting=f"batch_size = {config.train.batch_size}",
+            unit="GiB",
+            share=True,
         )
     ]
-
-
-def device_memory() -> tuple[int, str]:
-    """Bytes one device can hold, and what they are: accelerator memory, else host RAM."""
-    device = jax.local_devices()[0]  # memory statistics are only known for this process's own
-    stats = device.memory_stats() or {}
-    if "bytes_limit" in stats:
-        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
 
 
 def compiled_bytes(compiled) -> int | None:
@@ -143,7 +133,3 @@ def compiled_bytes(compiled) -> int | None:
 def _device_dtype(dtype) -> np.dtype:
     """The dtype an array of `dtype` has once on the device (float64 is float32 without x64)."""
     return jax.dtypes.canonicalize_dtype(dtype)
-
-
-def _gib(size: float) -> str:
-    return f"{size / 2**30:.2f} GiB"

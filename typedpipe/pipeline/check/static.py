@@ -24,6 +24,7 @@ from typedpipe.contracts import (
     compare,
     hints,
 )
+from typedpipe.memory import budget, over_budget, size_text
 from typedpipe.models import MODELS
 from typedpipe.models.classifier import logits_activation
 from typedpipe.pipeline.check.fixes import (
@@ -37,7 +38,6 @@ from typedpipe.pipeline.check.preflight import check_step
 from typedpipe.pipeline.config import Config, Draft
 from typedpipe.pipeline.sources import Survey, split_indices
 from typedpipe.pipeline.sources.loader import PREFETCH
-from typedpipe.pipeline.sources.memory import budget, over_budget, size_text
 from typedpipe.pipeline.stages import Preprocess
 
 # The step counter is an int32: a run never takes this many steps.

@@ -27,7 +27,6 @@ from typedpipe.pipeline.export.data import Labelled as Labelled
 from typedpipe.pipeline.export.data import source_data as source_data
 from typedpipe.pipeline.export.data import test_split as test_split
 from typedpipe.pipeline.export.inputs import Prediction as Prediction
-from typedpipe.pipeline.export.inputs import image_files as image_files
 from typedpipe.pipeline.export.jaxexport import FILE as ARTIFACT
 from typedpipe.pipeline.export.jaxexport import write_jaxexport
 from typedpipe.pipeline.export.model import ExportedModel as ExportedModel

@@ -15,9 +15,9 @@ from beartype.vale import Is
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, ImageSpec
 from typedpipe.contracts.keys import dataclass_schema, validate
 from typedpipe.files import checksums, sha256
+from typedpipe.memory import size_text
 from typedpipe.pipeline.config import Config, parse_config
 from typedpipe.pipeline.sources.decode import pixel_limit
-from typedpipe.pipeline.sources.memory import size_text
 
 FORMAT = "typedpipe.model"
 #: The contract's format version, and the oldest this typedpipe still reads.

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from typedpipe.contracts import Accepts, ContractError, Diagnostic, ImageSpec, compare
-from typedpipe.pipeline.sources.decode import IMAGE_SUFFIXES, find_images, pixel_limit
+from typedpipe.pipeline.sources.decode import pixel_limit
+from typedpipe.pipeline.sources.walk import image_files
 
 #: How many of the most likely classes a prediction lists.
 TOP = 3
@@ -181,57 +182,3 @@ def predict_files(
             ranked = tuple((i, model.class_names[i], float(row[i])) for i in best)
             predictions.append(Prediction(str(path), *ranked[0], ranked))
     return predictions, faults
-
-
-def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
-    """The files named, a folder replaced by every image file under it, sorted.
-
-    Returns:
-        The files, and a diagnostic per folder that holds no image file
-        (`data.empty`) and per entry that cannot be read as a file: a dangling or
-        looping link (`data.link`), no permission (`data.permission`), a FIFO or
-        device (`data.special`).
-    """
-    files: list[Path] = []
-    faults: list[Diagnostic] = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            if path.exists() and not path.is_file():  # a FIFO would block the decode
-                faults.append(_unusable_input(path, "data.special", "not a regular file"))
-            else:
-                files.append(path)
-            continue
-        found, unusable = find_images([path])
-        codes = {"link": "data.link", "permission": "data.permission", "special": "data.special"}
-        faults.extend(_unusable_input(u.path, codes[u.kind], u.why) for u in unusable)
-        if not found and not unusable:
-            faults.append(
-                Diagnostic(
-                    "data.empty",
-                    f"the folder {path} holds no image file",
-                    stage="input",
-                    expected=f"files ending in {', '.join(sorted(IMAGE_SUFFIXES))}",
-                    got="none",
-                    hint="pass image files, or a folder that holds some",
-                    items=(str(path),),
-                )
-            )
-        files.extend(found)
-    return files, faults
-
-
-def _unusable_input(path: Path, code: str, why: str) -> Diagnostic:
-    hints = {
-        "data.link": "restore the link's target, or remove the link",
-        "data.permission": "grant read access to it, or leave it out",
-        "data.special": "pass image files: a FIFO, socket or device is never an image",
-    }
-    return Diagnostic(
-        code,
-        f"{path}: {why}",
-        stage="input",
-        expected="a readable image file",
-        got=why,
-        hint=hints[code],
-        items=(str(path),),
-    )

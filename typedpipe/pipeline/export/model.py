@@ -16,8 +16,9 @@ import numpy as np
 from jax.sharding import SingleDeviceSharding
 
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec
+from typedpipe.memory import HEADROOM, budget, device_memory, exceeds, over_budget
 from typedpipe.models import split_params
-from typedpipe.pipeline.check.preflight import compiled_bytes, device_memory
+from typedpipe.pipeline.check.preflight import compiled_bytes
 from typedpipe.pipeline.export import inputs
 from typedpipe.pipeline.export.contract import (
     RETRAIN,
@@ -27,12 +28,8 @@ from typedpipe.pipeline.export.contract import (
     read_contract,
 )
 from typedpipe.pipeline.export.write import Weights, eval_model, forward
-from typedpipe.pipeline.sources.memory import budget, over_budget, size_text
 from typedpipe.pipeline.stages import Preprocess
 from typedpipe.pipeline.train.losses import loss_for
-
-# Leave this share of device memory to the runtime (as the training preflight does).
-_HEADROOM = 0.9
 
 #: Images `predict` and `evaluate` run at once by default.
 BATCH = 256
@@ -96,16 +93,16 @@ class ExportedModel:
             compiled = fn.lower(self._weights, abstract).compile()
             need = compiled_bytes(compiled) or 0
             limit, where = device_memory()
-            if need > limit * _HEADROOM:
-                fits = max(1, int(len(images) * limit * _HEADROOM / need))
+            if need > limit * HEADROOM:
+                fits = max(1, int(len(images) * limit * HEADROOM / need))
                 raise ContractError(
-                    Diagnostic(
-                        "memory.exceeds",
-                        f"the model needs {size_text(need)} for a batch of {len(images)} "
-                        f"{self.spec.describe()} images; {where} is {size_text(limit)}",
+                    exceeds(
+                        "the model",
+                        need,
+                        limit,
+                        where,
+                        batch=f"for a batch of {len(images)} {self.spec.describe()} images",
                         stage="model bundle",
-                        expected=f"at most {size_text(limit * _HEADROOM)}",
-                        got=size_text(need),
                         hint=f"pass fewer images at once (batch_size = {fits})"
                         if len(images) > 1
                         else "this model's input is too large for this device",

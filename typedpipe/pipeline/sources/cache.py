@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from typedpipe.contracts import ImageSpec
-from typedpipe.pipeline.sources.memory import available_bytes
+from typedpipe.memory import available_bytes
 
 #: The most host memory the decoded images of one source may take: this, or a quarter
 #: of the host's available memory when training starts, whichever is less.

@@ -1,11 +1,8 @@
-"""Decoding image files with Pillow: finding them, headers without pixels, pixels as stored.
+"""Decoding image files with Pillow: headers without pixels, pixels as stored.
 
-Shared by the `imagefolder` source and by `predict`, so a file is found, limited
-and read the same way in `check`, training and use:
+Shared by the `imagefolder` source and by `predict`, so a file is limited and
+read the same way in `check`, training and use (`walk` finds the files):
 
-- `find_images` walks a folder and reports, never skips, what it cannot use: a
-  dangling or looping symbolic link, a folder it may not read, a FIFO or device
-  with an image's name.
 - `read_header` reads size and mode without pixels, refuses a file that
   declares more than `pixel_limit()` pixels before anything is decoded, and walks
   the file's structure (`integrity.verify_file`: PNG chunks and CRCs, JPEG
@@ -18,22 +15,15 @@ Pillow is imported by the functions that use it.
 """
 
 import dataclasses
-import errno
 import functools
 import os
-import stat
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from typedpipe.pipeline.sources.integrity import verify_file
-
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
 
 DECODE_MODES = {"rgb": "RGB", "gray": "L"}
 
@@ -45,6 +35,15 @@ DEEP_MODES = frozenset({"I;16", "I", "F"})
 DEFAULT_PIXEL_LIMIT = 89_478_485
 
 _ORIENTATION = 0x0112  # the EXIF tag; 5..8 turn the image by a quarter
+
+#: Threads worth decoding on (see `decode_threads`).
+THREADS = min(8, os.cpu_count() or 1)
+
+# Pillow releases the GIL while it decompresses, so threads pay off for large
+# images; for small ones the Python around each decode dominates and threads
+# only contend for the GIL. Measured on 2 cores: 10,000 32x32 PNGs decode in
+# 0.44 s on one thread, 0.86 s on two; 200 500x375 JPEGs in 0.45 s on one, 0.25 s on two.
+_PARALLEL_DECODE_PIXELS = 128 * 128
 
 FaultKind = Literal["", "corrupt", "too_large", "permission"]
 
@@ -74,15 +73,6 @@ class Header:
     @property
     def too_large(self) -> bool:
         return self.kind == "too_large"
-
-
-@dataclasses.dataclass(frozen=True)
-class Unusable:
-    """A path `find_images` found but cannot use, and why (`link`, `permission`, `special`)."""
-
-    path: Path
-    kind: Literal["link", "permission", "special"]
-    why: str
 
 
 def stored_mode(image) -> str:
@@ -243,73 +233,17 @@ def decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
-def find_images(roots: Iterable[Path]) -> tuple[list[Path], list[Unusable]]:
-    """Every image file under `roots` (sorted per root), and every entry that cannot be used.
-
-    Hidden entries (a leading '.') are passed over; folders are walked, linked ones
-    too, each once (a link back up is reported, not followed forever); a file whose
-    suffix is not an image's is not an image. A dangling or looping link, a folder
-    that may not be listed and a FIFO, socket or device with an image's suffix are
-    returned as `Unusable`, never skipped in silence.
-    """
-    files: list[Path] = []
-    unusable: list[Unusable] = []
-    for root in roots:
-        found: list[Path] = []
-        _walk(Path(root), found, unusable, set())
-        files.extend(sorted(found))
-    return files, unusable
-
-
-def _walk(folder: Path, found: list[Path], unusable: list[Unusable], seen: set) -> None:
+def try_decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray | str:
+    """`decode`, or why the file does not decode ("TooLarge: ...", "OSError: ...")."""
     try:
-        info = folder.stat()
-        key = (info.st_dev, info.st_ino)
-        if key in seen:
-            unusable.append(Unusable(folder, "link", "links back to a folder above it"))
-            return
-        seen = seen | {key}
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda e: e.name)
-    except PermissionError as err:
-        unusable.append(Unusable(folder, "permission", f"cannot be listed: {err.strerror}"))
-        return
-    except OSError as err:
-        unusable.append(Unusable(folder, "link", f"cannot be listed: {err.strerror}"))
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = Path(entry.path)
-        is_image = path.suffix.lower() in IMAGE_SUFFIXES
-        try:
-            mode = os.stat(path).st_mode  # follows links
-        except OSError as err:
-            if entry.is_symlink():
-                # A link with no suffix may have been meant as a folder.
-                if is_image or not path.suffix:
-                    why = "loops" if err.errno == errno.ELOOP else "points at nothing"
-                    unusable.append(Unusable(path, "link", f"a link that {why}"))
-            elif isinstance(err, PermissionError):
-                unusable.append(Unusable(path, "permission", f"cannot be read: {err.strerror}"))
-            continue
-        if stat.S_ISDIR(mode):
-            _walk(path, found, unusable, seen)
-        elif not is_image:
-            continue
-        elif stat.S_ISREG(mode):
-            found.append(path)
-        else:
-            unusable.append(Unusable(path, "special", f"not a regular file ({_kind_of(mode)})"))
+        return decode(path, mode, size)
+    except TooLarge as err:
+        return f"TooLarge: {err}"
+    except Exception as err:  # a file that will not decode is corrupt
+        return f"{type(err).__name__}: {err}"
 
 
-def _kind_of(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return name
-    return "not a file"
+def decode_threads(height: int, width: int) -> int:
+    """Threads worth decoding `height` x `width` images on: several only where decoding
+    releases the GIL long enough."""
+    return THREADS if height * width >= _PARALLEL_DECODE_PIXELS else 1

@@ -21,9 +21,9 @@ import numpy as np
 from typedpipe.contracts import ContractError, Diagnostic, LabelSpec, looks_channels_last
 from typedpipe.contracts.diagnostics import data_corrupt, data_empty
 from typedpipe.contracts.specs import MAX_CLASSES
+from typedpipe.memory import budget, over_budget, size_text
 from typedpipe.pipeline.sources.arrays import ArraySource
 from typedpipe.pipeline.sources.base import DataPath, names_of
-from typedpipe.pipeline.sources.memory import budget, over_budget, size_text
 
 #: A compressed member inflating to more than this many times its stored size,
 #: and to more than `BOMB_FLOOR` bytes, is refused as a zip bomb. Real pixels

@@ -13,8 +13,8 @@ import numpy as np
 from beartype.vale import Is
 
 from typedpipe.contracts import ImageSpec, LabelSpec
+from typedpipe.memory import budget, over_budget
 from typedpipe.pipeline.sources.base import ArrayRecords, Source, Survey, labels_as, names_of
-from typedpipe.pipeline.sources.memory import budget, over_budget
 
 # Images generated at once: the temporaries of one block stay a few megabytes.
 _BLOCK_BYTES = 16 * 2**20

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from typedpipe.memory import device_memory
 from typedpipe.pipeline.sources import Batch, RecordSource, batches, read_batch
 from typedpipe.pipeline.sources.loader import TrainingOrder
-from typedpipe.pipeline.sources.memory import available_bytes
 from typedpipe.pipeline.train.sharding import Placement
 from typedpipe.progress import track
 
@@ -108,8 +108,4 @@ def gathering(train_step: Callable, placement: Placement) -> Callable:
 
 def free_device_bytes(placement: Placement) -> int:
     """Memory free on the placement's first device; for a CPU device, the host's available."""
-    device = placement.mesh.devices.flat[0]
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return available_bytes()
+    return device_memory(placement.mesh.devices.flat[0], free=True)[0]
