@@ -98,8 +98,8 @@ SPECS = (
     ImageSpec(8, 8, 1, "uint8", (0.0, 255.0)),
     ImageSpec(8, 8, 1, "float32", (0.0, 1.0)),
 )
-# The first a layer's `output_shape` accepts (an image, then flat features).
-SHAPES = ((6, 6, 3), (12,))
+# The first a layer's `output_shape` accepts: an image, flat features, a sequence of tokens.
+SHAPES = ((6, 6, 3), (12,), (4, 8))
 # The first a model builds on: CIFAR-sized first, ImageNet's 224 for what needs it.
 INPUTS = ((8, 8, 3), (32, 32, 3), (64, 64, 3), (224, 224, 3))
 # A model this small (parameters, pixels) also runs one real forward.
@@ -225,7 +225,7 @@ def fitting_spec(stage) -> tuple[ImageSpec, ImageSpec]:
             return spec, stage.in_spec(spec)
         except ContractError as err:
             refused.append(f"{spec.describe()}: {err.diagnostics[0].code}")
-    pytest.fail(f"{stage.op} accepts none of the standard inputs ({'; '.join(refused)})")
+    pytest.fail(f"{stage.op} accepts none of SPECS ({'; '.join(refused)}): add one it takes")
 
 
 @pytest.mark.parametrize("op", STAGES.names())
@@ -260,12 +260,15 @@ def fitting_layer(kind: str):
     cls, refused = LAYERS[kind], []
     for shape in SHAPES:
         settings = SETTINGS["layer type"].get(kind, {})
-        layer = cls.build(shape, name=f"test_{kind}", rngs=nnx.Rngs(0), **settings)
         try:
+            layer = cls.build(shape, name=f"test_{kind}", rngs=nnx.Rngs(0), **settings)
             return layer, shape, layer.output_shape(shape)
-        except ContractError as err:
-            refused.append(f"{shape}: {err.diagnostics[0].code}")
-    pytest.fail(f"{kind} accepts none of the standard inputs ({'; '.join(refused)})")
+        except (ConfigError, ContractError) as err:
+            refused.append(f"{shape}: {err.diagnostics[0].code} {err.diagnostics[0].message}")
+    pytest.fail(
+        f"{kind} builds on none of the standard inputs ({'; '.join(refused)}): "
+        "give it settings in SETTINGS"
+    )
 
 
 @pytest.mark.parametrize("kind", LAYERS.names())
@@ -295,8 +298,12 @@ def fitting_model(name: str):
         try:
             return shape, build, nnx.eval_shape(build)
         except (ConfigError, ContractError) as err:
-            refused.append(f"{'x'.join(map(str, shape))}: {err.diagnostics[0].code}")
-    pytest.fail(f"model {name} builds on none of the standard inputs ({'; '.join(refused)})")
+            found = err.diagnostics[0]
+            refused.append(f"{'x'.join(map(str, shape))}: {found.code} {found.message}")
+    pytest.fail(
+        f"model {name} builds on none of INPUTS ({'; '.join(refused)}): "
+        "give it settings in SETTINGS"
+    )
 
 
 @pytest.mark.parametrize("name", MODELS.names())
