@@ -20,10 +20,12 @@ fails for an entry whose required settings are neither defaulted nor in SETTINGS
 `test_every_registry_is_exercised` for a registry without an exerciser.
 """
 
+import ast
 import dataclasses
 import importlib
 import math
 import pkgutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +181,50 @@ def test_every_registry_is_exercised():
     assert set(kinds) == set(EXERCISED), "add an exerciser (and its SETTINGS) for a new registry"
     for registry in found:
         assert registry is EXERCISED[registry.kind]
+
+
+# The packages the registries are imported from, here and by the config loader.
+HOMES = (
+    "typedpipe.models",
+    "typedpipe.models.layers",
+    "typedpipe.pipeline.sources",
+    "typedpipe.pipeline.stages",
+    "typedpipe.pipeline.train.optimizers",
+)
+
+# In a fresh Python: what importing every other module adds to the registries.
+LATE_REGISTRATIONS = """
+import importlib, pkgutil, sys
+import typedpipe
+from typedpipe.registry import Registry
+
+def names():
+    return {
+        value.kind: set(value.names())
+        for module in list(sys.modules.values())
+        for value in list(vars(module).values())
+        if isinstance(value, Registry)
+    }
+
+for home in sys.argv[1:]:
+    importlib.import_module(home)
+before = names()
+for info in pkgutil.walk_packages(typedpipe.__path__, "typedpipe."):
+    if info.name != "typedpipe.__main__":
+        importlib.import_module(info.name)
+after = names()
+print(sorted((kind, sorted(after[kind] - before.get(kind, set()))) for kind in after))
+"""
+
+
+def test_every_entry_is_registered_by_importing_its_registry():
+    # An entry registered only when some other module is imported is missing from a
+    # config (and from the parametrisations here) until something happens to import it.
+    command = [sys.executable, "-c", LATE_REGISTRATIONS, *HOMES]
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    late = [(kind, names) for kind, names in ast.literal_eval(run.stdout) if names]
+    assert not late, f"registered only when another module is imported: {late}"
 
 
 def test_every_entry_is_covered():
