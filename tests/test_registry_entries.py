@@ -16,8 +16,10 @@ so an entry is exercised the day it is registered, without a test written for it
 An entry's inputs come from the entry itself (its declared parameters and defaults, its
 spec). What it cannot do without (a resize's height, a dense layer's features, a file
 source's data) comes from SETTINGS, the one table here. `test_every_entry_is_covered`
-fails for an entry whose required settings are neither defaulted nor in SETTINGS, and
-`test_every_registry_is_exercised` for a registry without an exerciser.
+fails for an entry whose required settings are neither defaulted nor in SETTINGS,
+`test_every_registry_is_exercised` for a registry without an exerciser, and
+`test_every_entry_is_registered_by_importing_its_registry` for an entry that only some
+other import registers (it would escape the parametrisations).
 """
 
 import ast
@@ -47,6 +49,7 @@ from typedpipe.pipeline.train.optimizers import OPTIMIZERS, make_optimizer
 from typedpipe.registry import Registry
 
 # -- The table: settings an entry cannot do without, by registry kind and name. ----------
+# A new entry with a required setting, or one no standard input fits, gets a row here.
 
 NUM_CLASSES = 3
 
