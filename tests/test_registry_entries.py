@@ -163,10 +163,10 @@ EXERCISED: dict[str, Registry] = {
 
 
 def every_registry() -> list[Registry]:
-    """Every registry any typedpipe module holds, once each (the entry point is not imported:
+    """Every registry any typedpipe module holds, once each (a `__main__` is not imported:
     it runs the command)."""
     for info in pkgutil.walk_packages(typedpipe.__path__, "typedpipe."):
-        if info.name != "typedpipe.__main__":
+        if not info.name.endswith(".__main__"):
             importlib.import_module(info.name)
     found: dict[int, Registry] = {}
     for name, module in list(sys.modules.items()):
@@ -213,7 +213,7 @@ for home in sys.argv[1:]:
     importlib.import_module(home)
 before = names()
 for info in pkgutil.walk_packages(typedpipe.__path__, "typedpipe."):
-    if info.name != "typedpipe.__main__":
+    if not info.name.endswith(".__main__"):
         importlib.import_module(info.name)
 after = names()
 print(sorted((kind, sorted(after[kind] - before.get(kind, set()))) for kind in after))
