@@ -53,10 +53,19 @@ def contract(fn: F) -> F:
         ContractError: an argument or the result breaks its annotation.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtyping import Array, Float
         >>> class Double:
         ...     @contract
         ...     def __call__(self, x: Float[Array, "b 3"]) -> Float[Array, "b 3"]:
         ...         return 2 * x
+        >>> Double()(jnp.ones((2, 3))).shape
+        (2, 3)
+        >>> try:
+        ...     Double()(jnp.ones((2, 4)))
+        ... except ContractError as err:
+        ...     print(err.diagnostic.code, "|", err.diagnostic.expected, "|", err.diagnostic.got)
+        model.shape | float b 3 | float32 2 4
     """
     checked = jaxtyped(typechecker=beartype)(fn)
     signature = inspect.signature(fn)

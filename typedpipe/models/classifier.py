@@ -176,7 +176,16 @@ def build_model(
         ContractError: a layer cannot accept its input (`model.shape`).
 
     Example:
+        >>> import jax.numpy as jnp
         >>> model = build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
+        >>> model.eval()  # inference: batch statistics read, dropout off
+        >>> model(jnp.zeros((2, 8, 8, 1))).shape
+        (2, 10)
+        >>> abstract = nnx.eval_shape(
+        ...     lambda: build_model("resnet18", (224, 224, 3), 1000, rngs=nnx.Rngs(0))
+        ... )
+        >>> abstract.layers[0].conv.kernel.shape  # the ImageNet stem, nothing allocated
+        (7, 7, 3, 64)
     """
     entries = MODELS.get(name)(input_shape, num_classes, layers)
     built: list[Layer] = []

@@ -28,6 +28,12 @@ def register_model(name: str) -> Callable[[Architecture], Architecture]:
         >>> @register_model("tiny")
         ... def tiny(input_shape, num_classes, layers=()):
         ...     return [{"type": "gap"}, {"type": "dense", "features": num_classes}]
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from typedpipe.models import build_model
+        >>> model = build_model("tiny", (8, 8, 3), 5, rngs=nnx.Rngs(0))
+        >>> model(jnp.ones((2, 8, 8, 3))).shape
+        (2, 5)
     """
     return MODELS.register(name)
 

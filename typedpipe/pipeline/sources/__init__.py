@@ -32,9 +32,18 @@ def register_source(name: str):
     loader then validates like every other key.
 
     Example:
-        >>> @register_source("mine")
-        ... class Mine(ArraySource):
-        ...     def arrays(self): ...
+        >>> import numpy as np
+        >>> from typedpipe.contracts import LabelSpec
+        >>> @register_source("ramp")
+        ... class Ramp(ArraySource):
+        ...     # Four 2x2 gray images, each brighter than the last: two dark, two bright.
+        ...     def arrays(self):
+        ...         images = np.repeat(np.arange(4, dtype=np.uint8), 4).reshape(4, 2, 2, 1)
+        ...         labels = np.array([0, 0, 1, 1], np.int32)
+        ...         return images, labels, LabelSpec("int", 2), ("dark", "bright")
+        >>> survey = SOURCES.get("ramp")().survey()
+        >>> survey.spec.describe(), survey.class_names, survey.errors
+        ('uint8 b 2 2 1 in [0, 3]', ('dark', 'bright'), [])
     """
 
     def add(cls: type[Source]) -> type[Source]:

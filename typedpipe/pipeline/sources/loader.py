@@ -62,8 +62,9 @@ def batches(
             `jax.process_count()`.
 
     Example:
+        >>> from typedpipe.pipeline.sources import ArrayRecords
         >>> records = ArrayRecords(np.arange(10)[:, None, None, None], np.arange(10))
-        >>> [b.mask.sum() for b in batches(records, np.arange(10), 4)]
+        >>> [int(b.mask.sum()) for b in batches(records, np.arange(10), 4)]
         [4, 4, 2]
     """
     if shuffle_seed is not None:

@@ -44,10 +44,26 @@ def register_stage(cls: "type[Stage]") -> "type[Stage]":
     """Make a stage class usable from a config as `op = cls.op`; a name registers once.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxtyping import UInt8
+        >>> from typedpipe.contracts import contract
         >>> @register_stage
         ... @dataclasses.dataclass(frozen=True)
         ... class Invert(Stage):
         ...     op: ClassVar[str] = "invert"
+        ...
+        ...     def in_spec(self, spec):
+        ...         self._require(spec, dtype="int")
+        ...         return spec
+        ...
+        ...     @contract
+        ...     def __call__(
+        ...         self, images: UInt8[Array, "b h w c"], key=None
+        ...     ) -> UInt8[Array, "b h w c"]:
+        ...         return jnp.uint8(255) - images
+        >>> make_stage("invert")(jnp.zeros((1, 2, 2, 1), jnp.uint8))[0, :, :, 0]
+        Array([[255, 255],
+               [255, 255]], dtype=uint8)
     """
     STAGES.register(cls.op, cls)
     return cls
@@ -155,9 +171,12 @@ class Preprocess:
     """The configured stages, in order: one device-side function for the train step.
 
     Example:
-        >>> pre = Preprocess((ToFloat(), Resize(16, 16)))
+        >>> pre = Preprocess((make_stage("to_float"), make_stage("resize", height=16, width=16)))
         >>> pre.in_spec(ImageSpec(8, 8, 1, "uint8", (0.0, 255.0))).shape
         (16, 16, 1)
+        >>> import jax.numpy as jnp
+        >>> pre(jnp.full((2, 8, 8, 1), 255, jnp.uint8)).max()
+        Array(1., dtype=float32)
     """
 
     stages: Sequence[Stage] = ()

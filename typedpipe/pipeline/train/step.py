@@ -49,9 +49,20 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
         steps_per_epoch: steps in one epoch (the schedule's length is this times the epochs).
 
     Example:
-        >>> train = make_train(config, "int", steps_per_epoch=19)
+        >>> import numpy as np
+        >>> from typedpipe.pipeline.config import parse_config
+        >>> config = parse_config(
+        ...     '[data]\\nsource = "synthetic"\\n[model]\\nname = "sequential"\\n'
+        ...     'input = [8, 8, 1]\\nnum_classes = 2\\n'
+        ...     'layers = [{type = "flatten"}, {type = "dense", features = 2}]\\n'
+        ... )
+        >>> train = make_train(config, "int", steps_per_epoch=1)
         >>> state = jax.jit(train.init_state)(jax.random.key(0))
+        >>> images = np.zeros((4, 8, 8, 1), np.float32)
+        >>> batch = Batch(images, np.array([0, 1, 0, 1], np.int32), np.ones(4, bool))
         >>> state, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(0))
+        >>> int(state.step), round(float(metrics["loss"]), 3)  # log 2: the head starts at zero
+        (1, 0.693)
     """
     m, t = config.model, config.train
     preprocess = Preprocess(config.preprocess)
