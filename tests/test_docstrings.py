@@ -27,10 +27,7 @@ def is_program(name: str) -> bool:
 # Known broken, each in a module the seams work (issue 22) is moving, which the brief of
 # this test may not edit. Remove an entry when its module lands: the xfail is strict, so
 # an example that passes again fails here until it is taken off this list.
-KNOWN_BROKEN = {
-    # Opens `runs/digits-cnn/model`, a run folder that only `make run` writes.
-    "typedpipe.pipeline.export": "moved by the seams work; fixed when it lands",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 def module_names() -> list[str]:

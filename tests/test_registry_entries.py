@@ -43,6 +43,7 @@ import typedpipe
 from typedpipe.contracts import ConfigError, ContractError, ImageSpec
 from typedpipe.models import MODELS, build_model
 from typedpipe.models.layers import ACTIVATIONS, LAYERS
+from typedpipe.pipeline.export import ARTIFACTS, Inference
 from typedpipe.pipeline.sources import SOURCES, SourceContext
 from typedpipe.pipeline.stages import STAGES
 from typedpipe.pipeline.train.optimizers import OPTIMIZERS, make_optimizer
@@ -92,6 +93,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "data source": {"npz": tiny_npz, "imagefolder": tiny_folder},
     "optimizer": {},
     "activation": {},
+    "artifact format": {},
 }
 
 # -- The standard inputs an entry's own contract picks from, in order. --------------------
@@ -159,6 +161,7 @@ EXERCISED: dict[str, Registry] = {
     "data source": SOURCES,
     "optimizer": OPTIMIZERS,
     "activation": ACTIVATIONS,
+    "artifact format": ARTIFACTS,
 }
 
 
@@ -190,6 +193,7 @@ def test_every_registry_is_exercised():
 HOMES = (
     "typedpipe.models",
     "typedpipe.models.layers",
+    "typedpipe.pipeline.export",
     "typedpipe.pipeline.sources",
     "typedpipe.pipeline.stages",
     "typedpipe.pipeline.train.optimizers",
@@ -446,3 +450,22 @@ def test_an_entry_without_its_settings_is_reported():
     with STAGES.temporary("test_tile", Tile), pytest.raises(AssertionError) as info:
         test_every_entry_is_covered()
     assert "preprocessing op 'test_tile' needs ['times']" in str(info.value)
+
+
+# -- Artifact formats: each writes its one file from an inference function. -------------
+
+
+@pytest.mark.parametrize("name", ARTIFACTS.names())
+def test_artifact_writes_its_file_and_says_so(name, tmp_path):
+    artifact = ARTIFACTS[name]
+    weights = jnp.arange(NUM_CLASSES, dtype=jnp.float32)
+
+    def probabilities(images):  # stored uint8 in, one row of class probabilities per image
+        brightness = images.astype(jnp.float32).mean(axis=(1, 2, 3))[:, None] / 255.0
+        return jax.nn.softmax(brightness * weights[None, :], axis=-1)
+
+    spec = ImageSpec(8, 8, 1, "uint8", (0.0, 255.0))
+    section = artifact.write(Inference(probabilities, spec, ("cpu",)), tmp_path / artifact.file)
+    assert section["file"] == artifact.file
+    assert (tmp_path / artifact.file).stat().st_size > 0
+    assert [p.name for p in tmp_path.iterdir()] == [artifact.file]  # written whole, once

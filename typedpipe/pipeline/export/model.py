@@ -38,10 +38,14 @@ BATCH = 256
 class ExportedModel:
     """A trained classifier loaded from its bundle, its contract and checksums checked.
 
-    Example (`runs/digits-cnn` is what `typedpipe train` writes):
-        >>> model = ExportedModel("runs/digits-cnn/model")  # doctest: +SKIP
-        >>> model.predict(images).shape  # images as stored: uint8 (n, 8, 8, 1)  # doctest: +SKIP
-        (n, 10)
+    Example (one training step on the built-in default, then its bundle loaded back):
+        >>> import tempfile, numpy as np
+        >>> from typedpipe import default_config_path, load_config, train_run
+        >>> run = tempfile.mkdtemp()
+        >>> _ = train_run(load_config(default_config_path()), run, max_steps=1)
+        >>> model = ExportedModel(f"{run}/model")
+        >>> model.predict(np.zeros((5, 8, 8, 1), np.uint8)).shape  # images as stored
+        (5, 10)
 
     Raises:
         ContractError: `bundle.version` or `bundle.corrupt` (see `read_contract`).
