@@ -180,3 +180,262 @@ def test_make_train_holds_a_config_changed_after_loading_to_the_same_rules():
     with pytest.raises(ConfigError) as info:
         make_train(shorter, "int", steps_per_epoch=4)
     assert info.value.diagnostic.expected == "warmup_epochs < epochs = 2"
+
+
+# --- the recipe in the train step ---------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from typedpipe import make_train  # noqa: E402
+from typedpipe.pipeline.sources import Batch  # noqa: E402
+from typedpipe.pipeline.train.losses import CrossEntropy, SoftCrossEntropy, soft_targets  # noqa: E402
+from typedpipe.pipeline.train.mixing import Mixing  # noqa: E402
+
+# A network that compiles in seconds, with batch statistics and dropout to get right.
+TINY = """
+[[preprocess]]
+op = "to_float"
+
+[model]
+name = "sequential"
+input = [8, 8, 1]
+num_classes = 4
+layers = [{type = "conv", features = 4}, {type = "batchnorm"}, {type = "dropout", rate = 0.1},
+          {type = "flatten"}, {type = "dense", features = 4}]
+
+[train]
+epochs = 4
+optimizer = "sgd"
+momentum = 0.0
+weight_decay = 0.0
+learning_rate = 0.1
+schedule = "constant"
+"""
+# The same without batch statistics or dropout: its training logits are its eval logits.
+LINEAR = TINY.replace(
+    """layers = [{type = "conv", features = 4}, {type = "batchnorm"}, {type = "dropout", rate = 0.1},
+          {type = "flatten"}, {type = "dense", features = 4}]""",
+    'layers = [{type = "flatten"}, {type = "dense", features = 4}]',
+)
+
+
+def configured(text: str = TINY, **train):
+    config = parse_config(text)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
+
+
+def batch_of(step: int, size: int = 8) -> Batch:
+    rng = np.random.default_rng(step)
+    images = rng.integers(0, 256, (size, 8, 8, 1), dtype=np.uint8)
+    return Batch(images, rng.integers(0, 4, size).astype(np.int32), np.ones(size, bool))
+
+
+def trained(config, steps: int, steps_per_epoch: int = 2, label_format: str = "int"):
+    """The make_train functions and the state before each step and after the last."""
+    train = make_train(config, label_format, steps_per_epoch=steps_per_epoch)
+    state = jax.jit(train.init_state)(jax.random.key(0))
+    step = jax.jit(train.train_step)
+    states = [state]
+    for index in range(steps):
+        state, _ = step(state, batch_of(index), jax.random.key(1))
+        states.append(state)
+    return train, [jax.device_get(s) for s in states]
+
+
+def layer(tree, index: int) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree["layers"][index])]
+
+
+def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_mixup_blends_images_and_targets_by_one_lambda(run):
+    images = jax.random.uniform(jax.random.key(0), (4, 6, 6, 2))
+    targets = soft_targets(jnp.array([0, 1, 2, 3]), 4)
+    mixed, soft, lam = run(Mixing(mixup=0.4), images, targets, jax.random.key(3))
+    assert 0.0 <= float(lam) <= 1.0
+    np.testing.assert_allclose(mixed, lam * images + (1 - lam) * images[::-1], rtol=1e-6)
+    np.testing.assert_allclose(soft, lam * targets + (1 - lam) * targets[::-1], rtol=1e-6)
+    np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_cutmix_pastes_a_box_and_lambda_is_the_share_kept(run):
+    images = jnp.arange(4 * 8 * 8 * 1, dtype=jnp.float32).reshape(4, 8, 8, 1)
+    targets = soft_targets(jnp.array([3, 1, 0, 2]), 4)
+    pasted = 0
+    for seed in range(6):
+        mixed, soft, lam = run(Mixing(cutmix=1.0), images, targets, jax.random.key(seed))
+        from_other = np.asarray(mixed == images[::-1])[..., 0]
+        assert np.all(from_other | np.asarray(mixed == images)[..., 0])  # each pixel from one
+        assert np.all(from_other == from_other[:1])  # one box for the whole batch
+        np.testing.assert_allclose(1 - from_other[0].mean(), lam, rtol=1e-6)
+        np.testing.assert_allclose(soft, lam * targets + (1 - lam) * targets[::-1], rtol=1e-6)
+        np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-6)
+        pasted += bool(from_other.any())
+    assert pasted  # some keys cut a box
+
+
+def test_with_both_on_each_batch_takes_one_of_them():
+    images = jnp.arange(4 * 8 * 8 * 1, dtype=jnp.float32).reshape(4, 8, 8, 1)
+    targets = soft_targets(jnp.array([3, 1, 0, 2]), 4)
+    mix = jax.jit(Mixing(mixup=1.0, cutmix=1.0))
+    kinds = set()
+    for seed in range(16):
+        mixed, _, lam = mix(images, targets, jax.random.key(seed))
+        whole_pixels = np.asarray((mixed == images) | (mixed == images[::-1]))
+        blended = np.allclose(mixed, lam * images + (1 - lam) * images[::-1], rtol=1e-6)
+        assert whole_pixels.all() or blended
+        kinds.add("cutmix" if whole_pixels.all() and not blended else "mixup")
+    assert kinds == {"cutmix", "mixup"}
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5])
+def test_label_smoothing_is_the_closed_form_for_int_and_one_hot_labels(smoothing):
+    logits = jax.random.normal(jax.random.key(0), (5, 4))
+    labels = jnp.array([0, 3, 1, 2, 3])
+    loss = SoftCrossEntropy(4, smoothing)
+    from_ints = loss(logits, soft_targets(labels, 4))
+    from_rows = loss(logits, soft_targets(jax.nn.one_hot(labels, 4), 4))
+    log_p = jax.nn.log_softmax(logits)
+    expected = -(1 - smoothing) * log_p[jnp.arange(5), labels] - smoothing * log_p.mean(-1)
+    np.testing.assert_allclose(from_ints, expected, rtol=1e-6)
+    np.testing.assert_array_equal(from_ints, from_rows)
+    if smoothing == 0.0:
+        np.testing.assert_allclose(from_ints, CrossEntropy(4)(logits, labels), rtol=1e-6)
+
+
+def test_the_step_trains_on_the_smoothed_loss():
+    """The first step's loss, with and without smoothing, from the same logits."""
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        config = configured(LINEAR, label_smoothing=smoothing)
+        train = make_train(config, "int", steps_per_epoch=2)
+        state = jax.jit(train.init_state)(jax.random.key(0))
+        _, metrics = jax.jit(train.train_step)(state, batch_of(0), jax.random.key(1))
+        losses[smoothing] = float(metrics["loss"])
+    batch = batch_of(0)
+    logits = train.model(state)(train.preprocess(jnp.asarray(batch.images)))
+    log_p = jax.nn.log_softmax(logits)
+    plain = -log_p[jnp.arange(8), batch.labels].mean()
+    np.testing.assert_allclose(losses[0.0], plain, rtol=1e-5)
+    np.testing.assert_allclose(losses[0.2], 0.8 * plain - 0.2 * log_p.mean(-1).mean(), rtol=1e-5)
+
+
+def test_warmup_rises_linearly_then_the_schedule_takes_over():
+    from typedpipe.pipeline.train.optimizers import learning_rate_schedule
+
+    constant = learning_rate_schedule(0.1, total_steps=100, warmup_steps=4)
+    rates = [float(constant(step)) for step in range(7)]
+    np.testing.assert_allclose(rates, [0.0, 0.025, 0.05, 0.075, 0.1, 0.1, 0.1], rtol=1e-6)
+    cosine = learning_rate_schedule(0.1, schedule="cosine", total_steps=100, warmup_steps=4)
+    np.testing.assert_allclose([float(cosine(s)) for s in (0, 2, 4, 100)], [0, 0.05, 0.1, 0])
+    assert float(cosine(50)) < 0.1
+    without = learning_rate_schedule(0.1, schedule="cosine", total_steps=100)
+    assert float(without(0)) == pytest.approx(0.1)
+
+
+def test_warmup_epochs_count_steps_per_epoch_in_the_step():
+    """The rate each step applied, read off its update (plain SGD: update = -rate * gradient)."""
+    config = configured(LINEAR, warmup_epochs=1, clip_global_norm=None)
+    train, states = trained(config, 6, steps_per_epoch=4)
+    rates = []
+    for index in range(6):
+        before, after = states[index], states[index + 1]
+        model = train.model(before)
+        graph, params, rest = nnx.split(model, nnx.Param, ...)
+        batch = batch_of(index)
+        images = train.preprocess(jnp.asarray(batch.images))
+
+        def loss(p):
+            logits = nnx.merge(graph, p, rest)(images)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels).mean()
+
+        grads = jax.tree.leaves(jax.grad(loss)(params))
+        deltas = [
+            a - b
+            for a, b in zip(
+                jax.tree.leaves(after.params), jax.tree.leaves(before.params), strict=True
+            )
+        ]
+        dot = sum(float((d * g).sum()) for d, g in zip(deltas, grads, strict=True))
+        rates.append(-dot / sum(float((g * g).sum()) for g in grads))
+    np.testing.assert_allclose(rates, [0.0, 0.025, 0.05, 0.075, 0.1, 0.1], rtol=1e-4, atol=1e-7)
+
+
+def test_ema_is_the_closed_form_average_and_is_what_is_evaluated():
+    decay, steps = 0.6, 3
+    train, states = trained(configured(ema_decay=decay), steps)
+    expected = jax.tree.map(
+        lambda *history: (
+            decay**steps * history[0]
+            + sum((1 - decay) * decay ** (steps - i) * history[i] for i in range(1, steps + 1))
+        ),
+        *[s.params for s in states],
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        states[-1].ema.params,
+        expected,
+    )
+    stats = [layer(s.rest, 1) for s in states]  # the batch statistics, averaged the same way
+    for index, got in enumerate(layer(states[-1].ema.rest, 1)):
+        closed = decay**steps * stats[0][index] + sum(
+            (1 - decay) * decay ** (steps - i) * stats[i][index] for i in range(1, steps + 1)
+        )
+        np.testing.assert_allclose(got, closed, rtol=1e-5, atol=1e-7)
+    assert not same(layer(states[-1].ema.params, 4), layer(states[-1].params, 4))
+    final = states[-1]
+    params, rest = train.weights(final)
+    assert same(layer(params, 4), layer(final.ema.params, 4))
+    as_ema = dataclasses.replace(final, params=final.ema.params, rest=final.ema.rest, ema=None)
+    batch = batch_of(9)
+    evaluated = jax.jit(train.eval_step)(final, batch)["loss_sum"]
+    assert float(evaluated) == pytest.approx(
+        float(jax.jit(train.eval_step)(as_ema, batch)["loss_sum"]), rel=1e-6
+    )
+    live = dataclasses.replace(final, ema=None)
+    assert float(evaluated) != float(jax.jit(train.eval_step)(live, batch)["loss_sum"])
+
+
+def test_the_freeze_trains_the_head_alone_then_the_backbone_at_its_multiple():
+    """Two steps per epoch, one frozen epoch: steps 0 and 1 move the head only and leave the
+    batch statistics as they are; from step 2 on, everything moves, the backbone by
+    backbone_lr_mult times what it would at the full rate."""
+    runs = {
+        mult: trained(configured(freeze_epochs=1, backbone_lr_mult=mult), 4)[1]
+        for mult in (0.5, 1.0)
+    }
+    states = runs[0.5]
+    backbone = (0, 1)  # the conv and the batchnorm; layers[4] is the head
+    for after in (1, 2):
+        for index in backbone:
+            assert same(layer(states[after].params, index), layer(states[0].params, index))
+        assert same(layer(states[after].rest, 1), layer(states[0].rest, 1))  # batch statistics
+        assert not same(layer(states[after].params, 4), layer(states[after - 1].params, 4))
+    for index in backbone:
+        assert not same(layer(states[3].params, index), layer(states[2].params, index))
+    assert not same(layer(states[3].rest, 1), layer(states[2].rest, 1))
+    # Until the freeze ends the two runs are one; then the backbone's steps differ by the mult.
+    full = runs[1.0]
+    jax.tree.map(np.testing.assert_array_equal, full[2].params, states[2].params)
+    for index in (*backbone, 4):
+        half_step = [
+            a - b
+            for a, b in zip(
+                layer(states[3].params, index), layer(states[2].params, index), strict=True
+            )
+        ]
+        full_step = [
+            a - b
+            for a, b in zip(layer(full[3].params, index), layer(full[2].params, index), strict=True)
+        ]
+        scale = 0.5 if index in backbone else 1.0
+        for h, f in zip(half_step, full_step, strict=True):
+            np.testing.assert_allclose(h, scale * f, rtol=1e-4, atol=1e-7)
