@@ -192,7 +192,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from typedpipe import make_train  # noqa: E402
+from typedpipe import make_train, train_run  # noqa: E402
 from typedpipe.pipeline.sources import Batch  # noqa: E402
 from typedpipe.pipeline.train.losses import CrossEntropy, SoftCrossEntropy, soft_targets  # noqa: E402
 from typedpipe.pipeline.train.mixing import Mixing  # noqa: E402
@@ -439,3 +439,59 @@ def test_the_freeze_trains_the_head_alone_then_the_backbone_at_its_multiple():
         scale = 0.5 if index in backbone else 1.0
         for h, f in zip(half_step, full_step, strict=True):
             np.testing.assert_allclose(h, scale * f, rtol=1e-4, atol=1e-7)
+
+
+# --- exact resume and the export ----------------------------------------------------------------
+
+RECIPE = """
+[data]
+source = "digits"
+
+[[preprocess]]
+op = "to_float"
+
+[[preprocess]]
+op = "random_flip"
+
+[model]
+name = "sequential"
+input = [8, 8, 1]
+layers = [{type = "conv", features = 8}, {type = "batchnorm"}, {type = "dropout", rate = 0.1},
+          {type = "flatten"}, {type = "dense", features = 10}]
+
+[train]
+epochs = 2
+batch_size = 64
+learning_rate = 0.01
+optimizer = "adamw"
+mixup = 0.4
+cutmix = 1.0
+label_smoothing = 0.1
+warmup_epochs = 1
+ema_decay = 0.9
+freeze_epochs = 1
+backbone_lr_mult = 0.5
+"""
+
+
+def test_a_run_stopped_before_the_freeze_ends_resumes_bit_identical(
+    tmp_path, newest_checkpoint, numpy_tree
+):
+    """Mixing keys, the freeze's switch, the warmup and the average all live in the state:
+    a run stopped in the freeze (step 12 of 19) and resumed through it ends as one that
+    never stopped; and its bundle holds the average's weights, not the last step's."""
+    from typedpipe.pipeline.export import ExportedModel
+
+    config = parse_config(RECIPE)
+    whole = train_run(config, tmp_path / "whole")
+    assert train_run(config, tmp_path / "parts", max_steps=12)["steps"] == 12
+    resumed = train_run(config, tmp_path / "parts", resume=True)
+    assert resumed["steps"] == whole["steps"] == 38
+    assert resumed["test_loss"] == whole["test_loss"]
+    step, expected = newest_checkpoint(tmp_path / "whole", config, 19)
+    resumed_step, got = newest_checkpoint(tmp_path / "parts", config, 19)
+    assert resumed_step == step == 38
+    jax.tree.map(np.testing.assert_array_equal, got, expected)
+    exported = ExportedModel(tmp_path / "whole" / "model")._weights
+    jax.tree.map(np.testing.assert_array_equal, numpy_tree(exported["params"]), expected.ema.params)
+    assert not same(layer(expected.params, 4), layer(expected.ema.params, 4))
