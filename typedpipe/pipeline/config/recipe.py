@@ -25,7 +25,7 @@ def unread_keys(
     `freeze_epochs`) are sound; until then their own faults are reported alone.
     """
     schema = dataclass_schema(TrainConfig)
-    deciders = {key: table[key] for key in ("optimizer", "freeze_epochs") if key in table}
+    deciders: dict[str, Any] = {k: table[k] for k in ("optimizer", "freeze_epochs") if k in table}
     decided, faults = validate({k: schema[k] for k in deciders}, deciders, where="[train]")
     if faults:
         return set()
