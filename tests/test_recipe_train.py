@@ -150,6 +150,9 @@ def test_backbone_lr_mult_without_a_freeze_would_be_ignored():
     assert diagnostic.hint.startswith("freeze_epochs = 1 under [train]")
     config = parse_config(fixed(text, diagnostic.hint))
     assert (config.train.freeze_epochs, config.train.backbone_lr_mult) == (1, 0.5)
+    one_epoch = "[train]\nepochs = 1\nbackbone_lr_mult = 0.5\n"  # no room for a freeze
+    assert fault(one_epoch).hint == "remove backbone_lr_mult from [train]"
+    parse_config(fixed(one_epoch, fault(one_epoch).hint))
 
 
 @pytest.mark.parametrize("key", ["warmup_epochs", "freeze_epochs"])

@@ -47,8 +47,8 @@ def unread_keys(
             remove = f"remove {key} from [train]"
             hint = (
                 f'optimizer = "{reader}" under [train] (it reads {", ".join(written)}), or {remove}'
-                if reader
-                else remove
+                if reader and not _wrong_values(table, written)
+                else remove  # another optimizer would read a wrong value: a second error
             )
         else:
             message = (
@@ -57,10 +57,13 @@ def unread_keys(
             )
             expected = "freeze_epochs >= 1 with backbone_lr_mult"
             got += f" with freeze_epochs = {probe.freeze_epochs}"
-            hint = (
-                "freeze_epochs = 1 under [train] (the head trains alone for the first epoch), "
-                "or remove backbone_lr_mult from [train]"
-            )
+            hint = "remove backbone_lr_mult from [train]"
+            epochs = table.get("epochs", TrainConfig.epochs)
+            if type(epochs) is int and epochs >= 2:  # else a freeze could not end in time
+                hint = (
+                    "freeze_epochs = 1 under [train] (the head trains alone for the first "
+                    f"epoch), or {hint}"
+                )
         errors.append(
             config_value(
                 f"{line(key)}: {message}",
@@ -71,6 +74,12 @@ def unread_keys(
             )
         )
     return set(unread)
+
+
+def _wrong_values(table: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    """Whether any of `keys` holds a value its annotation refuses."""
+    schema = dataclass_schema(TrainConfig)
+    return bool(validate({k: schema[k] for k in keys}, {k: table[k] for k in keys}, where="")[1])
 
 
 def train_faults(
