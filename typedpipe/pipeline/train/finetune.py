@@ -6,6 +6,10 @@ masks the backbone's updates (`optimizers.FineTuning`) and its batch statistics 
 they are: BatchNorm normalises with its running statistics and does not update them,
 while dropout still drops. Both switches read the train state's step counter, so a
 resumed run is on the same side of the freeze as the run it continues.
+
+The keys apply as written, pretrained weights or not: a freeze over a freshly
+initialised backbone is allowed (it trains a linear probe on random features), and
+`backbone_lr_mult` is read exactly when `freeze_epochs` is set.
 """
 
 import jax

@@ -60,7 +60,12 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
     Args:
         config: the pipeline.
         label_format: how the labels are stored ("int" or "onehot").
-        steps_per_epoch: steps in one epoch (the schedule's length is this times the epochs).
+        steps_per_epoch: steps in one epoch (the schedule's length is this times the epochs;
+            warmup and the freeze are counted in epochs of these steps).
+
+    Raises:
+        ConfigError: `config.value`, the recipe's cross-key bounds (`train_faults`) broken
+            by a config changed after loading (`train --epochs`).
 
     Example:
         >>> train = make_train(config, "int", steps_per_epoch=19)
