@@ -65,7 +65,7 @@ def test_registered_names_are_listed_with_the_closest_one():
     [
         ("[train]\nepochs = true\n", "epochs"),
         ("[train]\nlearning_rate = inf\n", "learning_rate"),
-        ("[train]\nmomentum = nan\n", "momentum"),
+        ('[train]\noptimizer = "sgd"\nmomentum = nan\n', "momentum"),
         ('[[preprocess]]\nop = "normalize"\nmean = [nan]\nstd = [1.0]\n', "mean"),
         ("seed = -1\n", "seed"),
         ('name = "../elsewhere"\n', "name"),

@@ -255,7 +255,13 @@ EDITS = {
         "config.value",
         lambda t: with_(npz_config(t), "train", precision="Float32"),
     ),
-    "value/default": ("config.value", lambda t: with_(npz_config(t), "train", momentum=2.0)),
+    "value/default": (
+        "config.value",
+        lambda t: with_(npz_config(t), "train", optimizer="sgd", momentum=2.0),
+    ),
+    # A key the optimizer would ignore: the optimizer that reads it, or (a wrong value) none.
+    "value/unread": ("config.value", lambda t: with_(npz_config(t), "train", weight_decay=0.01)),
+    "value/unread_wrong": ("config.value", lambda t: with_(npz_config(t), "train", momentum=2.0)),
     "value/batch_size_type": (
         "config.value",
         lambda t: with_(npz_config(t, unit((40, SIZE, SIZE, 1))), "train", batch_size="big"),

@@ -146,7 +146,7 @@ def test_zero_or_huge_layer_sizes_are_config_values(layer, key, tmp_path, capsys
     [
         ("train", "learning_rate", math.inf, "a number > 0 (finite: |x| <= 3.4e38"),
         ("train", "learning_rate", 10**400, "a number > 0 (finite: |x| <= 3.4e38"),
-        ("train", "momentum", math.nan, "a number in [0, 1) (finite: |x| <= 3.4e38"),
+        ("train", "label_smoothing", math.nan, "a number in [0, 1) (finite: |x| <= 3.4e38"),
         ("train", "epochs", True, "an int in [1, 1000000]"),
         ("train", "batch_size", 2**40, "an int in [1, 1048576]"),
         (None, "seed", 2**32, "an int in [0, 2**32)"),

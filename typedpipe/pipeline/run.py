@@ -237,9 +237,9 @@ def _train_in(
     from typedpipe.pipeline.report import write_report
 
     if survey.spec is not None:  # a clean check always has a spec
-        export_model(
-            work / "model", config, state.params, state.rest, survey.spec, survey.class_names
-        )
+        # The weights evaluated are the ones exported: the moving average's with ema_decay.
+        params, rest = train.weights(state)
+        export_model(work / "model", config, params, rest, survey.spec, survey.class_names)
     if not primary:
         return metrics
     write_report(

@@ -255,7 +255,21 @@ def fingerprint(config: Config, label_format: str, records: int) -> dict[str, An
         },
         "precision": train.precision,
         "batch_size": train.batch_size,
+        # The recipe's keys, only those set: a run from before they existed still resumes.
+        **({"recipe": recipe} if (recipe := _recipe(train)) else {}),
     }
+
+
+def _recipe(train: Any) -> dict[str, Any]:
+    """The `[train]` recipe keys that differ from their defaults."""
+    keys = ("label_smoothing", "mixup", "cutmix", "warmup_epochs", "ema_decay", "freeze_epochs")
+    defaults = type(train)()
+    found = {
+        key: getattr(train, key) for key in keys if getattr(train, key) != getattr(defaults, key)
+    }
+    if train.freeze_epochs:
+        found["backbone_lr_mult"] = train.backbone_lr_mult
+    return found
 
 
 def differences(old: Any, new: Any, where: str = "") -> list[str]:

@@ -18,6 +18,7 @@ from typedpipe.contracts.hints import THIS_STAGE
 from typedpipe.contracts.keys import dataclass_defaults, dataclass_schema, validate
 from typedpipe.models import validate_entry
 from typedpipe.models.classifier import logits_activation, logits_layer
+from typedpipe.pipeline.config.recipe import train_faults, unread_keys
 from typedpipe.pipeline.config.schema import (
     Config,
     DataConfig,
@@ -155,7 +156,12 @@ def parse_draft(text: str, source: str = "<config>") -> Draft:
     # held against them.
     part("model.layers", _layers(model, locate))
     found = []
-    train = _section(TrainConfig, tables["train"], "[train]", "train", locate, found)
+    unread = unread_keys(tables["train"], lambda key: locate("train", key), found)
+    train_table = {k: v for k, v in tables["train"].items() if k not in unread}
+    train = _section(TrainConfig, train_table, "[train]", "train", locate, found)
+    if not found:
+        sound_model = None if "model" in faulty else model
+        found = train_faults(train, sound_model, lambda key: locate("train", key))
     part("train", found)
     found = []
     preprocess = _stages(raw.get("preprocess", []), locate, found)

@@ -17,7 +17,7 @@ from typedpipe.models import MODELS, Classifier, build_model
 from typedpipe.pipeline.sources import SOURCES, Source, SourceContext
 from typedpipe.pipeline.sources.decode import pixel_limit
 from typedpipe.pipeline.stages import Stage
-from typedpipe.pipeline.train.optimizers import OPTIMIZERS
+from typedpipe.pipeline.train.optimizers import OPTIMIZERS, ignored_keys
 
 Fraction = Annotated[float, Is[lambda f: 0.0 <= f < 1.0], "a number in [0, 1)"]
 Positive = Annotated[float, Is[lambda x: x > 0], "a number > 0"]
@@ -28,6 +28,9 @@ Epochs = Annotated[int, Is[lambda n: 0 < n <= 1_000_000], "an int in [1, 1000000
 BatchSize = Annotated[int, Is[lambda n: 0 < n <= 2**20], "an int in [1, 1048576]"]
 Skips = Annotated[int, Is[lambda n: 0 < n <= 1_000_000], "an int in [1, 1000000]"]
 Classes = Annotated[int, Is[lambda n: 2 <= n <= MAX_CLASSES], f"an int in [2, {MAX_CLASSES}]"]
+# A Beta distribution's concentration (mixup, cutmix); 0 turns the augmentation off.
+Alpha = Annotated[float, Is[lambda a: 0.0 <= a <= 100.0], "a number in [0, 100] (0: off)"]
+EpochCount = Annotated[int, Is[lambda n: 0 <= n < 1_000_000], "an int in [0, 1000000)"]
 Side = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
 Channels = Annotated[int, Is[lambda n: 0 < n <= 4096], "an int in [1, 4096]"]
 # The model's input is held to the same pixel limit as the files decoded for it.
@@ -101,6 +104,25 @@ class TrainConfig:
     clip_global_norm: Positive | None = 1.0
     on_nonfinite: Literal["skip", "stop"] = "skip"
     max_consecutive_skips: Skips = 20
+    # The recipe (mixing, smoothing, warmup, EMA, fine-tuning): each off by default.
+    label_smoothing: Fraction = 0.0
+    mixup: Alpha = 0.0
+    cutmix: Alpha = 0.0
+    warmup_epochs: EpochCount = 0  # < epochs
+    ema_decay: Annotated[
+        float, Is[lambda d: d == 0.0 or 0.0 < d < 1.0], "0 (off) or a number in (0, 1)"
+    ] = 0.0
+    freeze_epochs: EpochCount = 0  # < epochs
+    backbone_lr_mult: Annotated[float, Is[lambda m: 0.0 < m <= 1.0], "a number in (0, 1]"] = 0.1
+
+    def unread(self) -> tuple[str, ...]:
+        """The keys whose values this config does not use: optimizer keys its optimizer
+        ignores, and `backbone_lr_mult` without a freeze (it scales the backbone's rate
+        once the freeze ends). A file that writes one is refused; `to_toml` leaves them out.
+        """
+        return ignored_keys(self.optimizer) + (
+            ("backbone_lr_mult",) if self.freeze_epochs == 0 else ()
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +164,8 @@ class Config:
         table = _plain(dataclasses.asdict(self))
         options = table["data"].pop("options", None) or {}
         table["data"].update(options)
+        for key in self.train.unread():
+            del table["train"][key]
         table["preprocess"] = [
             {"op": stage.op, **_plain(dataclasses.asdict(stage))} for stage in self.preprocess
         ]

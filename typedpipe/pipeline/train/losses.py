@@ -6,6 +6,7 @@ loss a user reads means one thing everywhere.
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int
@@ -41,6 +42,35 @@ class OneHotCrossEntropy:
         labels: Float[Array, "b {self.num_classes}"],
     ) -> Float[Array, " b"]:
         return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftCrossEntropy:
+    """Softmax cross-entropy against soft rows (mixed, or one-hot), smoothed by `smoothing`
+    (optax's `smooth_labels`: `(1 - smoothing) * y + smoothing / num_classes`).
+    Targets `b num_classes` -> `b` losses; `soft_targets` makes them from integer labels."""
+
+    num_classes: int
+    smoothing: float = 0.0
+    name: str = "loss"
+
+    @contract
+    def __call__(
+        self,
+        logits: Float[Array, "b {self.num_classes}"],
+        targets: Float[Array, "b {self.num_classes}"],
+    ) -> Float[Array, " b"]:
+        targets = targets.astype(jnp.float32)
+        if self.smoothing:
+            targets = optax.smooth_labels(targets, self.smoothing)
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def soft_targets(labels: Array, num_classes: int) -> Array:
+    """Float32 rows: one-hot for integer class ids, the stored rows for one-hot labels."""
+    if labels.ndim == 1:
+        return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    return labels.astype(jnp.float32)
 
 
 def loss_for(label_format: str, num_classes: int) -> CrossEntropy | OneHotCrossEntropy:

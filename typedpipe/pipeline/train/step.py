@@ -16,18 +16,30 @@ import optax
 from flax import nnx
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
+from typedpipe.contracts import ConfigError
 from typedpipe.models import Classifier, split_params
 from typedpipe.pipeline.config import Config
+from typedpipe.pipeline.config.recipe import train_faults
 from typedpipe.pipeline.sources import Batch
 from typedpipe.pipeline.stages import Preprocess
-from typedpipe.pipeline.train.losses import loss_for
+from typedpipe.pipeline.train.finetune import (
+    freeze_statistics,
+    head_index,
+    head_labels,
+    kept_statistics,
+)
+from typedpipe.pipeline.train.losses import SoftCrossEntropy, loss_for, soft_targets
+from typedpipe.pipeline.train.mixing import Mixing
 from typedpipe.pipeline.train.numerics import LossScale, all_finite
-from typedpipe.pipeline.train.optimizers import make_optimizer
-from typedpipe.pipeline.train.state import EpochSums, TrainState
+from typedpipe.pipeline.train.optimizers import FineTuning, make_optimizer
+from typedpipe.pipeline.train.state import Averaged, EpochSums, TrainState
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 Metrics = dict[str, Array]
+
+# Mixing draws from its own stream of the step's key; the augmentations split the key itself.
+_MIXING = 1
 
 
 class Train(NamedTuple):
@@ -38,6 +50,8 @@ class Train(NamedTuple):
     eval_step: Callable[[TrainState, Batch], Metrics]
     model: Callable[[TrainState], Classifier]  # the eval-mode model with the state's weights
     preprocess: Preprocess
+    # The weights evaluated and exported: the moving average's when `ema_decay` is set.
+    weights: Callable[[TrainState], tuple[PyTree, PyTree]]
 
 
 def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train:
@@ -46,7 +60,12 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
     Args:
         config: the pipeline.
         label_format: how the labels are stored ("int" or "onehot").
-        steps_per_epoch: steps in one epoch (the schedule's length is this times the epochs).
+        steps_per_epoch: steps in one epoch (the schedule's length is this times the epochs;
+            warmup and the freeze are counted in epochs of these steps).
+
+    Raises:
+        ConfigError: `config.value`, the recipe's cross-key bounds (`train_faults`) broken
+            by a config changed after loading (`train --epochs`).
 
     Example:
         >>> import numpy as np
@@ -65,23 +84,41 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
         (1, 0.693)
     """
     m, t = config.model, config.train
+    problems = train_faults(t, m)
+    if problems:  # a config changed after loading (`--epochs`); the loader says the same
+        raise ConfigError(problems)
     preprocess = Preprocess(config.preprocess)
     loss = loss_for(label_format, m.num_classes)
+    # Mixed or smoothed targets are soft rows; evaluation keeps the plain loss, so that
+    # val and test losses compare across recipes.
+    soft = bool(t.mixup or t.cutmix or t.label_smoothing)
+    train_loss = SoftCrossEntropy(m.num_classes, t.label_smoothing) if soft else loss
+    mixing = Mixing(t.mixup, t.cutmix)
     compute_dtype = COMPUTE_DTYPES[t.precision]
+    freeze_steps = t.freeze_epochs * steps_per_epoch
+    fine_tuning = None
+    if freeze_steps:
+        head = head_index(m)
+        assert head is not None  # train_faults refuses a freeze without a head
+        fine_tuning = FineTuning(head_labels(head), freeze_steps, t.backbone_lr_mult)
     tx = make_optimizer(
         t.optimizer,
         t.learning_rate,
         schedule=t.schedule,
         total_steps=steps_per_epoch * t.epochs,
+        warmup_steps=t.warmup_epochs * steps_per_epoch,
         weight_decay=t.weight_decay,
         momentum=t.momentum,
         clip_global_norm=t.clip_global_norm,
+        fine_tuning=fine_tuning,
     )
 
     # The graphs are static: read them off a model built on shapes alone.
     abstract = m.abstract()
     abstract.train()
     train_graph = split_params(abstract)[0]
+    freeze_statistics(abstract)
+    frozen_graph = split_params(abstract)[0]  # training, but BatchNorm on its running stats
     abstract.eval()
     eval_graph = split_params(abstract)[0]
 
@@ -97,6 +134,7 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
             skipped=zero,
             consecutive_skips=zero,
             epoch=EpochSums(jnp.zeros((), jnp.float32), zero, zero, zero),
+            ema=Averaged(params, rest) if t.ema_decay else None,
         )
 
     def logits_of(graph, params, rest, images) -> tuple[Array, PyTree]:
@@ -113,21 +151,43 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
     def train_step(state: TrainState, batch: Batch, key: PRNGKeyArray):
         key = jax.random.fold_in(key, state.step)
         images = preprocess(batch.images, key, train=True)
+        targets = soft_targets(batch.labels, m.num_classes) if soft else batch.labels
+        # Integer images are left unmixed: the model's contract reports them (dtype.input).
+        if mixing.enabled and jnp.issubdtype(images.dtype, jnp.floating):
+            images, targets, _ = mixing(images, targets, jax.random.fold_in(key, _MIXING))
 
-        def loss_fn(params, rest):
-            logits, rest = logits_of(train_graph, params, rest, images)
-            value = loss(logits, batch.labels).mean()
-            return state.loss_scale.scale_loss(value), (value, logits, rest)
+        def gradients(graph):
+            def loss_fn(params, rest):
+                logits, rest = logits_of(graph, params, rest, images)
+                value = train_loss(logits, targets).mean()
+                return state.loss_scale.scale_loss(value), (value, logits, rest)
 
-        grads, (value, logits, rest) = jax.grad(loss_fn, has_aux=True)(state.params, state.rest)
+            return jax.grad(loss_fn, has_aux=True)(state.params, state.rest)
+
+        if freeze_steps:
+            frozen = state.step < freeze_steps
+
+            def during_freeze():
+                grads, (value, logits, rest) = gradients(frozen_graph)
+                return grads, (value, logits, kept_statistics(rest, state.rest))
+
+            grads, (value, logits, rest) = jax.lax.cond(
+                frozen, during_freeze, lambda: gradients(train_graph)
+            )
+        else:
+            grads, (value, logits, rest) = gradients(train_graph)
         grads = state.loss_scale.unscale(grads)
         # optax mixes Python floats with its int32 step count; keep a user's strict
         # dtype promotion for our code and let only the optimizer promote.
         with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params, step=state.step)
         params = optax.apply_updates(state.params, updates)
         finite = all_finite(value, grads, params, rest)
+        # Against the labels as stored: with mixup or cutmix, the class of the unreversed image.
         correct = (logits.argmax(-1) == _class_ids(batch.labels)).sum(dtype=jnp.int32)
+        ema = state.ema
+        if ema is not None:
+            ema = optax.tree.where(finite, ema.update(params, rest, t.ema_decay), ema)
         # The running sums restart with every epoch.
         sums = optax.tree.where(state.step % steps_per_epoch == 0, _zeros(state.epoch), state.epoch)
         new_state = TrainState(
@@ -144,15 +204,20 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
                 correct=sums.correct + correct,
                 images=sums.images + batch.labels.shape[0],
             ),
+            ema=ema,
         )
         # The guard's counters ride along: reading a step's metrics, unlike its state,
         # need not wait for the steps queued after it (`NumericGuard`).
         counters = {"skipped": new_state.skipped, "consecutive_skips": new_state.consecutive_skips}
         return new_state, {"loss": value, "finite": finite, **counters}
 
+    def weights(state: TrainState) -> tuple[PyTree, PyTree]:
+        averaged = state.ema
+        return (state.params, state.rest) if averaged is None else (averaged.params, averaged.rest)
+
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         images = preprocess(batch.images, train=False)
-        logits, _ = logits_of(eval_graph, state.params, state.rest, images)
+        logits, _ = logits_of(eval_graph, *weights(state), images)
         losses = loss(logits, batch.labels)
         predictions = logits.argmax(-1)
         return {
@@ -164,7 +229,7 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
     def model(state: TrainState) -> Classifier:
         return nnx.merge(eval_graph, state.params, state.rest)
 
-    return Train(init_state, train_step, eval_step, model, preprocess)
+    return Train(init_state, train_step, eval_step, model, preprocess, weights)
 
 
 def _cast_floats(tree: PyTree, dtype) -> PyTree:
