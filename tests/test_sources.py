@@ -8,7 +8,13 @@ from typedpipe.contracts import ContractError, Diagnostic, LabelSpec
 from typedpipe.contracts.diagnostics import MAX_ITEMS
 from typedpipe.pipeline.check.static import check_labels
 from typedpipe.pipeline.config import parse_config
-from typedpipe.pipeline.sources import batches, folder_audit, read_batch, split_indices
+from typedpipe.pipeline.sources import (
+    batches,
+    config_split,
+    folder_audit,
+    read_batch,
+    split_indices,
+)
 from typedpipe.pipeline.sources.audit import spec_of
 from typedpipe.pipeline.sources.integrity import Verdict, verify_bytes, verify_file
 
@@ -59,6 +65,18 @@ def test_split_is_deterministic_by_seed():
     # Disjoint and complete: every image lands in exactly one part.
     everything = np.concatenate([first.train, first.val, first.test])
     np.testing.assert_array_equal(np.sort(everything), np.arange(len(labels)))
+
+
+def test_a_configs_split_takes_its_fractions_from_data_and_its_seed_from_the_top():
+    classes = np.arange(200) % 4
+    config = parse_config("seed = 5\n[data]\nval_fraction = 0.25\ntest_fraction = 0.1\n")
+    parts = config_split(config, classes)
+    assert (len(parts.train), len(parts.val), len(parts.test)) == (130, 50, 20)
+    np.testing.assert_array_equal(parts.test, split_indices(classes, 0.25, 0.1, seed=5).test)
+    assert not np.array_equal(parts.test, split_indices(classes, 0.25, 0.1, seed=0).test)
+    with pytest.raises(ContractError) as raised:
+        config_split(config, np.array([0, 0, 0, 1]))
+    assert raised.value.diagnostics[0].code == "data.too_few"
 
 
 def test_the_loader_shuffles_by_epoch_and_resumes_at_any_batch():

@@ -15,7 +15,7 @@ JAX is imported by the device query alone, so that sources can import this modul
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from typedpipe.contracts import Diagnostic
 
@@ -29,6 +29,8 @@ HOST_SHARE = 0.5
 #: The share of a device's memory a compiled program may take: the rest is left to
 #: the runtime, the input pipeline and fragmentation.
 HEADROOM = 0.9
+
+Unit = Literal["TiB", "GiB", "MiB", "KiB"]
 
 # The units `size_text` writes, largest first.
 _UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
@@ -84,13 +86,13 @@ def budget() -> int:
     return int(available_bytes() * HOST_SHARE)
 
 
-def size_text(size: float, unit: str | None = None) -> str:
+def size_text(size: float, unit: Unit | None = None) -> str:
     """`1.30 GiB`, `512.00 MiB`, `12 KiB`: a byte count as a person reads it.
 
     Args:
         size: the bytes.
-        unit: "TiB", "GiB", "MiB" or "KiB" to write every size of a message in one
-            unit; by default the largest unit the size reaches.
+        unit: one unit for every size of a message; by default the largest unit
+            the size reaches.
 
     Example:
         >>> size_text(1.5 * 2**30), size_text(2**29, "GiB"), size_text(300)
@@ -135,7 +137,7 @@ def exceeds(
     stage: str,
     hint: str,
     setting: str = "",
-    unit: str | None = None,
+    unit: Unit | None = None,
     share: bool = False,
 ) -> Diagnostic:
     """`memory.exceeds`: `program` needs `need` bytes for `batch`, more than `HEADROOM` of

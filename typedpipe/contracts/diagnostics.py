@@ -146,13 +146,19 @@ def config_value(message: str, *, stage: str, expected: str, got: str, hint: str
 
 
 def data_empty(
-    message: str, *, expected: str, got: str, hint: str, items: Iterable[str] = ()
+    message: str,
+    *,
+    expected: str,
+    got: str,
+    hint: str,
+    items: Iterable[str] = (),
+    stage: str = "data",
 ) -> Diagnostic:
     """`data.empty`: no images where some were expected."""
     return Diagnostic(
         "data.empty",
         message,
-        stage="data",
+        stage=stage,
         expected=expected,
         got=got,
         hint=hint,

@@ -29,7 +29,7 @@ from typedpipe.pipeline.runfolder import (
     open_run_folder,
     write_fingerprint,
 )
-from typedpipe.pipeline.sources import RecordSource, Splits, Survey, split_indices
+from typedpipe.pipeline.sources import RecordSource, Splits, Survey, config_split
 from typedpipe.pipeline.train.callbacks import Checkpointing, History, NumericGuard
 from typedpipe.pipeline.train.checkpoint import Checkpoints
 from typedpipe.pipeline.train.loop import Callback, evaluate, fit
@@ -99,8 +99,7 @@ def train_run(
         raise ContractError(found)
     on_phase("opening the data")
     records = source.records(survey)
-    data = config.data
-    splits = split_indices(survey.class_ids, data.val_fraction, data.test_fraction, config.seed)
+    splits = config_split(config, survey.class_ids)
     batch_size = config.train.batch_size
     steps_per_epoch = len(splits.train) // batch_size
     train = make_train(config, survey.label_spec.format, steps_per_epoch)

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typedpipe.contracts import Accepts, ContractError, Diagnostic, ImageSpec, compare, hints
 from typedpipe.models.classifier import logits_layer
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import Survey, split_indices
+from typedpipe.pipeline.sources import Survey, config_split
 from typedpipe.pipeline.stages import Preprocess, Stage, make_stage
 
 # Values may exceed input_range by this share of its width before it is an
@@ -149,12 +149,11 @@ def num_classes_fix(config: Config, classes: int) -> str:
 def _batch_size(config: Config, survey: Survey, faulty: Collection[str]) -> str | None:
     if "data" in faulty or not len(survey.labels):
         return None
-    data = config.data
     try:
-        train = split_indices(survey.class_ids, data.val_fraction, data.test_fraction, config.seed)
+        train = config_split(config, survey.class_ids).train
     except ContractError:
         return None
-    size = min(64, len(train.train))
+    size = min(64, len(train))
     return hints.assign("[train]", batch_size=size) + (" (the default)" if size == 64 else "")
 
 

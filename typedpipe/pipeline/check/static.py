@@ -36,7 +36,7 @@ from typedpipe.pipeline.check.fixes import (
 )
 from typedpipe.pipeline.check.preflight import check_step
 from typedpipe.pipeline.config import Config, Draft
-from typedpipe.pipeline.sources import Survey, split_indices
+from typedpipe.pipeline.sources import Survey, config_split
 from typedpipe.pipeline.sources.loader import PREFETCH
 from typedpipe.pipeline.stages import Preprocess
 
@@ -263,9 +263,9 @@ def check_labels(config: Config, survey: Survey) -> list[Diagnostic]:
 
 def check_batching(config: Config, classes: np.ndarray, devices: int) -> list[Diagnostic]:
     """The split must work, and the batch must fit the training part and the devices."""
-    data, batch_size = config.data, config.train.batch_size
+    batch_size = config.train.batch_size
     try:
-        train = split_indices(classes, data.val_fraction, data.test_fraction, config.seed).train
+        train = config_split(config, classes).train
     except ContractError as err:
         return list(err.diagnostics)
     found = []

@@ -15,6 +15,7 @@ from typedpipe.pipeline.sources.loader import batches as batches
 from typedpipe.pipeline.sources.loader import training_batches as training_batches
 from typedpipe.pipeline.sources.npz import Npz
 from typedpipe.pipeline.sources.split import Splits as Splits
+from typedpipe.pipeline.sources.split import config_split as config_split
 from typedpipe.pipeline.sources.split import split_indices as split_indices
 from typedpipe.pipeline.sources.synthetic import Synthetic
 from typedpipe.registry import Registry

@@ -1,6 +1,11 @@
-"""The stratified train / val / test split: indices, so a split never copies the data."""
+"""The stratified train / val / test split: indices, so a split never copies the data.
+
+`config_split` is the split a config makes, the one training, `check` and `eval`
+all compute, so that they agree on which record is in which part.
+"""
 
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 
@@ -53,3 +58,38 @@ def split_indices(
     rest, test = cut(indices, test_fraction)
     train, val = cut(rest, val_fraction / (1.0 - test_fraction))
     return Splits(np.sort(train), np.sort(val), np.sort(test))
+
+
+class _Fractions(Protocol):
+    @property
+    def val_fraction(self) -> float: ...
+    @property
+    def test_fraction(self) -> float: ...
+
+
+class SplitConfig(Protocol):
+    """What of a config decides its split: its `seed` and `[data]`'s `val_fraction` and
+    `test_fraction` (a `Config` is one; sources do not import the config)."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def data(self) -> _Fractions: ...
+
+
+def config_split(config: SplitConfig, class_ids: np.ndarray) -> Splits:
+    """The split `config` makes of records of `class_ids`: the same in training, `check`
+    and `eval`.
+
+    Raises:
+        ContractError: `data.too_few`, when a class is too small to be split.
+
+    Example:
+        >>> from typedpipe.pipeline.config import parse_config
+        >>> config = parse_config("[data]\\nval_fraction = 0.25\\ntest_fraction = 0.25\\n")
+        >>> splits = config_split(config, np.arange(8) % 2)
+        >>> len(splits.train), len(splits.val), len(splits.test)
+        (4, 2, 2)
+    """
+    data = config.data
+    return split_indices(class_ids, data.val_fraction, data.test_fraction, config.seed)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from typedpipe.contracts import Diagnostic
+from typedpipe.contracts.diagnostics import data_empty
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -235,14 +236,13 @@ def image_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnosti
         faults.extend(unusable_diagnostics(unusable, stage="input", each=True))
         if not found and not unusable:
             faults.append(
-                Diagnostic(
-                    "data.empty",
+                data_empty(
                     f"the folder {path} holds no image file",
-                    stage="input",
                     expected=f"files ending in {', '.join(sorted(IMAGE_SUFFIXES))}",
                     got="none",
                     hint="pass image files, or a folder that holds some",
                     items=(str(path),),
+                    stage="input",
                 )
             )
         files.extend(found)
