@@ -7,7 +7,7 @@ import numpy as np
 
 from typedpipe.contracts import ContractError
 from typedpipe.pipeline.config import Config
-from typedpipe.pipeline.sources import read_batch, split_indices
+from typedpipe.pipeline.sources import config_split, read_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,10 +26,7 @@ def test_split(model) -> Labelled:
     source = config.source()
     survey = source.survey()
     records = source.records(survey)
-    data = config.data
-    indices = split_indices(
-        survey.class_ids, data.val_fraction, data.test_fraction, config.seed
-    ).test
+    indices = config_split(config, survey.class_ids).test
     split = "test"
     if not len(indices):  # test_fraction = 0: evaluate on everything, and say so
         indices, split = np.arange(len(records)), "all"
