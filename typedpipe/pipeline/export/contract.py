@@ -17,6 +17,7 @@ from typedpipe.contracts.keys import dataclass_schema, validate
 from typedpipe.files import checksums, sha256
 from typedpipe.memory import size_text
 from typedpipe.pipeline.config import Config, parse_config
+from typedpipe.pipeline.export.jaxexport import FILE as ARTIFACT
 from typedpipe.pipeline.sources.decode import pixel_limit
 
 FORMAT = "typedpipe.model"
@@ -101,11 +102,9 @@ def read_contract(directory: Path) -> dict[str, Any]:
 def _checksum_faults(directory: Path, contract: dict[str, Any]) -> list[str]:
     """Each file the contract vouches for that is missing, outside the bundle or changed."""
     files = contract.get("files")
-    artifact = contract.get("artifact")
-    primary = artifact.get("file") if isinstance(artifact, dict) else None
-    if not isinstance(files, dict) or not isinstance(primary, str) or primary not in files:
-        # A contract that lists nothing, or not its own artifact, vouches for nothing.
-        files = {primary if isinstance(primary, str) and primary else "model.jaxexport": None}
+    if not isinstance(files, dict) or ARTIFACT not in files:
+        # A contract that lists nothing, or not the artifact it is served by, vouches for nothing.
+        files = {ARTIFACT: None}
     faults = []
     for name, digest in files.items():
         if not isinstance(digest, str | None) or not name:
