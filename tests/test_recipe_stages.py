@@ -425,7 +425,7 @@ def test_rand_augment_bad_values_are_config_values_with_the_fix(toml, hint):
 def test_rand_augment_built_in_code_is_bounded_too():
     with pytest.raises(ConfigError) as info:
         make_stage("rand_augment", magnitude=40)
-    assert info.value.diagnostic.message == "rand_augment: magnitude must be a number in [0, 30]"
+    assert info.value.diagnostic.message == "rand_augment: magnitude must be an int in [0, 30]"
     with pytest.raises(ConfigError) as info:
         make_stage("rand_augment", num_ops=1.5)
     assert info.value.diagnostic.hint == "num_ops = 2 in this stage (the default)"
@@ -661,3 +661,16 @@ def test_the_recipe_range_reaches_checks_model_input(recipe):
     found = [d for d in check_draft(load_draft(recipe(0.0, 1.0))) if d.code == "range.input"]
     assert found and found[0].stage == "model"
     assert "values in [-2.1179, 2.64]" in found[0].message
+
+
+def test_a_crop_of_the_wrong_size_is_fixed_at_the_crop(recipe, tmp_path):
+    """check's spatial fix resizes the crop itself, not a resize appended after it."""
+    from typedpipe.pipeline.config import load_draft
+
+    path = recipe()
+    path.write_text(path.read_text().replace("height = 32\nwidth = 32", "height = 24\nwidth = 24"))
+    (fault,) = [d for d in check_draft(load_draft(path)) if d.code == "shape.spatial"]
+    assert fault.stage == "model"
+    assert fault.hint.startswith(
+        "height = 32 and width = 32 in [[preprocess]] #2 (random_resized_crop)"
+    )

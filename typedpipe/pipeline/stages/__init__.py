@@ -21,5 +21,5 @@ from typedpipe.pipeline.stages.randaugment import RandAugment
 
 for _builtin in (ToFloat, Normalize, Resize, CenterCrop, RandomCrop, RandomFlip, ToRGB, ToGray):
     register_stage(_builtin)
-for _builtin in (RandomResizedCrop, ColorJitter, RandAugment, RandomErasing):
-    register_stage(_builtin)
+for _recipe in (RandomResizedCrop, ColorJitter, RandAugment, RandomErasing):
+    register_stage(_recipe)

@@ -187,27 +187,35 @@ def _out_of_bounds(stage: Stage, key: str, bound: str, got: object, default: obj
     )
 
 
-def require_range(stage: Stage, key: str, low: float, high: float, *, open_low=False) -> None:
-    """A `config.value` error unless `key` lies in [low, high] (`low` excluded when
-    `open_low`), for stages built in code as for those a config builds; its fix is the
-    field's default."""
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def require_range(
+    stage: Stage, key: str, low: float, high: float, *, open_low=False, integer=False
+) -> None:
+    """A `config.value` error unless `key` is a number (an int where `integer`) in
+    [low, high] (`low` excluded when `open_low`), for stages built in code as for those a
+    config builds; its fix is the field's default."""
     value = getattr(stage, key)
-    if (value > low if open_low else value >= low) and value <= high:
+    kind = isinstance(value, int) if integer else True
+    if _is_number(value) and kind and (value > low if open_low else value >= low) and value <= high:
         return
-    bound = f"a number in {'(' if open_low else '['}{low:g}, {high:g}]"
+    bound = f"{'an int' if integer else 'a number'} in {'(' if open_low else '['}{low:g}, {high:g}]"
     raise _out_of_bounds(stage, key, bound, value, _default(stage, key))
 
 
 def require_pair(stage: Stage, key: str, low: float, high: float, *, open_low=False) -> None:
     """A `config.value` error unless the pair `key` is [lo, hi] with lo <= hi, both in
     [low, high] (`low` excluded when `open_low`); its fix is the field's default."""
-    pair = getattr(stage, key)
-    if len(pair) == 2:
+    pair = tuple(getattr(stage, key)) if isinstance(getattr(stage, key), tuple | list) else ()
+    if len(pair) == 2 and all(_is_number(v) for v in pair):
         lo, hi = pair
         if (lo > low if open_low else lo >= low) and lo <= hi <= high:
             return
     bound = f"[lo, hi] with {low:g} {'<' if open_low else '<='} lo <= hi <= {high:g}"
-    raise _out_of_bounds(stage, key, bound, list(pair), list(_default(stage, key)))
+    got = list(pair) if pair else getattr(stage, key)
+    raise _out_of_bounds(stage, key, bound, got, list(_default(stage, key)))
 
 
 def _params(stage: Stage) -> dict[str, Any]:

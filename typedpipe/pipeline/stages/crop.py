@@ -80,8 +80,9 @@ class RandomResizedCrop(Stage):
     eval_crop: CropFraction = 0.875
 
     def __post_init__(self):
-        object.__setattr__(self, "scale", tuple(self.scale))
-        object.__setattr__(self, "ratio", tuple(self.ratio))
+        for key in ("scale", "ratio"):  # a list from code, as from TOML
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
         require_positive(self, height=self.height, width=self.width)
         require_pair(self, "scale", 0.0, 1.0, open_low=True)
         require_pair(self, "ratio", 1.0 / _MAX_RATIO, _MAX_RATIO)

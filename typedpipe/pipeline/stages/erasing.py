@@ -49,8 +49,9 @@ class RandomErasing(Stage):
     value: Literal["zeros", "normal"] = "zeros"
 
     def __post_init__(self):
-        object.__setattr__(self, "scale", tuple(self.scale))
-        object.__setattr__(self, "ratio", tuple(self.ratio))
+        for key in ("scale", "ratio"):  # a list from code, as from TOML
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
         require_range(self, "probability", 0.0, 1.0)
         require_pair(self, "scale", 0.0, 1.0, open_low=True)
         require_pair(self, "ratio", 0.01, 100.0)

@@ -36,8 +36,7 @@ import jax.numpy as jnp
 from beartype.vale import Is
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from typedpipe.contracts import ConfigError, ImageSpec, contract, hints
-from typedpipe.contracts.diagnostics import config_value
+from typedpipe.contracts import ImageSpec, contract, hints
 from typedpipe.pipeline.stages.base import Stage, require_range, spec_of_batch
 
 #: The strongest magnitude: torchvision's `num_magnitude_bins = 31` counts 0..30.
@@ -131,7 +130,7 @@ def _sharpness(image: Array, level: float, sign: Array) -> Array:
 
 # The geometric ops as the pull-back map of an affine warp: input = matrix @ output +
 # offset, in (row, column, channel) coordinates, for an image of (height, width, channels).
-Warp = Callable[[tuple[int, int, int], float, Array], tuple[Array, Array]]
+Warp = Callable[[tuple[int, ...], float, Array], tuple[Array, Array]]
 
 
 def _affine(
@@ -149,11 +148,11 @@ def _affine(
     return matrix, jnp.stack([row, col, zero])
 
 
-def _no_warp(shape: tuple[int, int, int], level: float, sign: Array) -> tuple[Array, Array]:
+def _no_warp(shape: tuple[int, ...], level: float, sign: Array) -> tuple[Array, Array]:
     return _affine((1.0, 0.0, 0.0, 1.0), (0.0, 0.0))
 
 
-def _rotate(shape: tuple[int, int, int], level: float, sign: Array) -> tuple[Array, Array]:
+def _rotate(shape: tuple[int, ...], level: float, sign: Array) -> tuple[Array, Array]:
     """About the image's center, as dm-pix's rotate (whose matrix this is)."""
     angle = sign * math.radians(30.0) * level
     cos, sin = jnp.cos(angle), jnp.sin(angle)
@@ -166,21 +165,21 @@ def _rotate(shape: tuple[int, int, int], level: float, sign: Array) -> tuple[Arr
     return _affine((cos, sin, -sin, cos), shift)
 
 
-def _shear_x(shape: tuple[int, int, int], level: float, sign: Array) -> tuple[Array, Array]:
+def _shear_x(shape: tuple[int, ...], level: float, sign: Array) -> tuple[Array, Array]:
     """Each row shifted sideways in proportion to its height, by up to 0.3 of it."""
     return _affine((1.0, 0.0, 0.3 * level * sign, 1.0), (0.0, 0.0))
 
 
-def _shear_y(shape: tuple[int, int, int], level: float, sign: Array) -> tuple[Array, Array]:
+def _shear_y(shape: tuple[int, ...], level: float, sign: Array) -> tuple[Array, Array]:
     return _affine((1.0, 0.3 * level * sign, 0.0, 1.0), (0.0, 0.0))
 
 
-def _translate_x(shape: tuple[int, int, int], level: float, sign: Array) -> tuple[Array, Array]:
+def _translate_x(shape: tuple[int, ...], level: float, sign: Array) -> tuple[Array, Array]:
     """Shifted by up to 150/331 of the width (torchvision's 150 pixels of 331)."""
     return _affine((1.0, 0.0, 0.0, 1.0), (0.0, sign * (150.0 / 331.0) * shape[1] * level))
 
 
-def _translate_y(shape: tuple[int, int, int], level: float, sign: Array) -> tuple[Array, Array]:
+def _translate_y(shape: tuple[int, ...], level: float, sign: Array) -> tuple[Array, Array]:
     return _affine((1.0, 0.0, 0.0, 1.0), (sign * (150.0 / 331.0) * shape[0] * level, 0.0))
 
 
@@ -280,13 +279,8 @@ class RandAugment(Stage):
     magnitude: Magnitude = 9
 
     def __post_init__(self):
-        require_range(self, "num_ops", 0, 16)
-        require_range(self, "magnitude", 0, MAX_MAGNITUDE)
-        for key in ("num_ops", "magnitude"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or value != int(value):
-                raise _not_an_int(self, key, value)
-            object.__setattr__(self, key, int(value))
+        require_range(self, "num_ops", 0, 16, integer=True)
+        require_range(self, "magnitude", 0, MAX_MAGNITUDE, integer=True)
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
         self._require(spec, dtype="float")
@@ -329,16 +323,3 @@ class RandAugment(Stage):
 
 def _at_level(op: Op, level: float, image: Array, sign: Array) -> Array:
     return op(image, level, sign)
-
-
-def _not_an_int(stage: Stage, key: str, value: object) -> ConfigError:
-    default = next(f.default for f in dataclasses.fields(stage) if f.name == key)
-    return ConfigError(
-        config_value(
-            f"{stage.op}: {key} must be an int",
-            stage=stage.op,
-            expected=f"{key}: an int",
-            got=f"{key} = {value!r}",
-            hint=f"{hints.assign(hints.THIS_STAGE, **{key: default})} (the default)",
-        )
-    )
