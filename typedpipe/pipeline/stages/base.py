@@ -4,7 +4,8 @@ A stage is a small frozen dataclass that pairs `in_spec(spec) -> spec` (its
 contract as data, checked symbolically before any array exists) with a
 `__call__` whose jaxtyping annotations beartype enforces while JAX traces.
 Stages run on the device, batched (`b h w c`), inside the jitted step.
-Augmentations take an explicit PRNG key and are skipped at evaluation.
+Augmentations take an explicit PRNG key and are skipped at evaluation, or
+replaced there by their deterministic counterpart (`Stage.at_inference`).
 """
 
 import dataclasses
