@@ -8,21 +8,25 @@ has a direction:
     identity
     auto_contrast   each channel stretched onto [0, 1]
     equalize        each channel's histogram equalized (256 levels, as PIL does)
-    rotate          up to 30 degrees (dm-pix's rotate)
+    rotate          up to 30 degrees about the center (dm-pix's rotate matrix)
     solarize        values at or above 1 - m/30 inverted (dm-pix's solarize)
-    color           saturation blended by 1 +- 0.9 m/30 with the gray image (identity on gray)
+    color           blended by 1 +- 0.9 m/30 with dm-pix's gray image (identity on gray)
     posterize       8 - round(4 m/30) bits kept
     contrast        1 +- 0.9 m/30 about each channel's mean (dm-pix's adjust_contrast)
     brightness      scaled by 1 +- 0.9 m/30
     sharpness       blended by 1 +- 0.9 m/30 with PIL's 3x3 smoothing
-    shear_x/_y      up to 0.3 (dm-pix's affine_transform)
-    translate_x/_y  up to 150/331 of the side (dm-pix's affine_transform)
+    shear_x/_y      up to 0.3
+    translate_x/_y  up to 150/331 of the side
 
-Geometric ops resample bilinearly and fill with 0 (torchvision: nearest, 0).
-Each op is one branch of a `lax.switch`, so every image draws its own ops with no
-Python loop over the batch (under `vmap` every branch is computed and one
-selected: the price of drawing per image in one program). The randomness comes
-from the stage's key alone, so a resumed run draws what the uninterrupted one did.
+The geometric ops are one affine warp each (`WARPS`), resampled bilinearly
+with `jax.scipy.ndimage.map_coordinates` and filled with 0 (torchvision: nearest,
+0); the others are pixel ops (`PIXEL_OPS`). A drawn op is one warp (the identity
+for a pixel op) and one pixel op (the identity for a warp), each chosen by a
+`lax.switch`, so every image draws its own ops with no Python loop over the
+batch (under `vmap` every branch is computed and one selected: the price of
+drawing per image in one program), and the drawn ops run in a `lax.scan`, so the
+table is compiled once whatever `num_ops`. The randomness comes from the stage's
+key alone, so a resumed run draws what the uninterrupted one did.
 """
 
 import dataclasses
