@@ -3,8 +3,8 @@
 Three runs on the same few images, for the same steps, scored on every other image
 of 5-9:
 - `scratch`: small_cnn from random weights;
-- `fine_tuned`: `[model] weights` = the 0-4 run's bundle (the head is new: 5 classes
-  where the file has 10), everything trained at once;
+- `fine_tuned`: `[model] weights` = the 0-4 run's bundle (a warm start: both heads
+  have 5 classes, so the head is loaded too, and re-learns 5-9), everything trained at once;
 - `fine_tuned_frozen`: the same with `freeze_epochs`: the new head alone first
   (batch statistics frozen), then everything, the backbone at `backbone_lr_mult`.
 Each is repeated for `seeds` draws of the 10 images; the table gives the mean and range.
@@ -38,7 +38,7 @@ scale = 0.00392156862745098
 [model]
 name = "small_cnn"
 input = [8, 8, 1]
-num_classes = 10
+num_classes = 5
 [train]
 epochs = 15
 batch_size = 64

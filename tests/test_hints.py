@@ -514,6 +514,44 @@ def _mode_mixed(tmp: Path) -> dict:
 EDITS["size_mixed"] = ("data.size_mixed", _size_mixed)
 EDITS["mode_mixed"] = ("data.mode_mixed", _mode_mixed)
 
+# The training-recipe stages (issue 23).
+EDITS.update(
+    {
+        "channels/color_jitter_gray": (
+            "shape.channels",
+            lambda t: {**npz_config(t), "preprocess": [{"op": "color_jitter", "saturation": 0.4}]},
+        ),
+        "channels/normalize_preset_gray": (
+            "shape.channels",
+            lambda t: {
+                **npz_config(t, input_range=[-2.1, 2.5]),
+                "preprocess": [{"op": "normalize", "preset": "imagenet"}],
+            },
+        ),
+        "value/normalize_preset_and_mean": (
+            "config.value",
+            lambda t: {
+                **npz_config(t, unit((90, SIZE, SIZE, 3)), input_range=[-2.2, 2.7]),
+                "preprocess": [{"op": "normalize", "preset": "imagenet", "mean": [0.5] * 3}],
+            },
+        ),
+        "range/color_jitter_255": (
+            "range.input",
+            lambda t: {
+                **npz_config(t, unit((90, SIZE, SIZE, 3)) * 255),
+                "preprocess": [{"op": "color_jitter", "brightness": 0.2}],
+            },
+        ),
+        "value/rand_augment_magnitude": (
+            "config.value",
+            lambda t: {
+                **npz_config(t, unit((90, SIZE, SIZE, 3))),
+                "preprocess": [{"op": "rand_augment", "magnitude": 31}],
+            },
+        ),
+    }
+)
+
 DEVICES = {"value/batch_size_devices": 4}
 
 # Cases whose fix moves a stage: the hint must say so, not add a second one.

@@ -28,6 +28,22 @@ CASES = {
     "random_flip": ({}, np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1), (2, 8, 8, 1)),
     "to_rgb": ({}, np.ones((2, 8, 8, 1), np.float32), (2, 8, 8, 3)),
     "to_gray": ({}, np.ones((2, 8, 8, 3), np.float32), (2, 8, 8, 1)),
+    "random_resized_crop": (
+        {"height": 6, "width": 6},
+        np.ones((2, 8, 8, 3), np.float32),
+        (2, 6, 6, 3),
+    ),
+    "color_jitter": (
+        {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+        np.full((2, 8, 8, 3), 0.5, np.float32),
+        (2, 8, 8, 3),
+    ),
+    "rand_augment": (
+        {"num_ops": 1, "magnitude": 5},
+        np.full((2, 8, 8, 3), 0.5, np.float32),
+        (2, 8, 8, 3),
+    ),
+    "random_erasing": ({"probability": 1.0}, np.ones((2, 8, 8, 3), np.float32), (2, 8, 8, 3)),
 }
 
 # A broken input per stage: (abstract batch, code, the "got" text the message must show).
@@ -60,6 +76,22 @@ BROKEN = {
         "shape.channels",
         "float32 2 8 8 1",
     ),
+    "random_resized_crop": (
+        jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.uint8),
+        "dtype.input",
+        "uint8 2 8 8 3",
+    ),
+    "color_jitter": (
+        jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32),
+        "shape.channels",
+        "float32 b 8 8 1",
+    ),
+    "rand_augment": (
+        jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.uint8),
+        "dtype.input",
+        "uint8 2 8 8 3",
+    ),
+    "random_erasing": (jax.ShapeDtypeStruct((8, 8, 3), jnp.float32), "shape.rank", "float32 8 8 3"),
 }
 
 
@@ -87,7 +119,7 @@ def test_stage_output_matches_annotation_and_in_spec(op, run):
     stage = make_stage(op, **params)
     out = apply(stage, jnp.asarray(images), run)
     assert out.shape == shape
-    spec = ImageSpec(*images.shape[1:], str(images.dtype), (0.0, 255.0))
+    spec = ImageSpec(*images.shape[1:], str(images.dtype), (0.0, float(images.max())))
     assert stage.in_spec(spec).shape == shape[1:]
     assert bool(jnp.isfinite(out.astype(jnp.float32)).all())
 

@@ -23,7 +23,7 @@ from typedpipe.pipeline.stages import Preprocess, Stage, make_stage
 RANGE_SLACK = 1e-3
 
 # Stages that set the height and width they hand on.
-_SIZING = ("resize", "center_crop", "random_crop")
+_SIZING = ("resize", "center_crop", "random_crop", "random_resized_crop")
 
 # (the hint, the data's spec under it, the stages under it)
 Candidate = tuple[str, ImageSpec, tuple[Stage, ...]]

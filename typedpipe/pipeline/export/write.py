@@ -145,10 +145,11 @@ def _preprocess_section(config: Config, spec: ImageSpec) -> list[dict[str, Any]]
     section = []
     for stage in config.preprocess:
         entry = {"op": stage.op, **dataclasses.asdict(stage), "augmentation": stage.augmentation}
-        if stage.augmentation:
+        acting = stage.at_inference()  # itself, its deterministic counterpart, or None
+        if acting is None:
             entry["output"] = "skipped at inference"
         else:
-            spec = stage.in_spec(spec)
+            spec = acting.in_spec(spec)
             entry["output"] = spec.describe()
         section.append(entry)
     return section

@@ -4,7 +4,8 @@ A stage is a small frozen dataclass that pairs `in_spec(spec) -> spec` (its
 contract as data, checked symbolically before any array exists) with a
 `__call__` whose jaxtyping annotations beartype enforces while JAX traces.
 Stages run on the device, batched (`b h w c`), inside the jitted step.
-Augmentations take an explicit PRNG key and are skipped at evaluation.
+Augmentations take an explicit PRNG key and are skipped at evaluation, or
+replaced there by their deterministic counterpart (`Stage.at_inference`).
 """
 
 import dataclasses
@@ -33,6 +34,15 @@ Positive = Annotated[float, Is[lambda x: x > 0], "a number > 0"]
 Side = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
 #: Padding added on each side.
 Padding = Annotated[int, Is[lambda n: 0 <= n <= 65536], "an int in [0, 65536]"]
+#: A `[lo, hi]` pair; its bounds and order are checked by the stage (`require_pair`),
+#: which knows the default that fixes it.
+Pair = Annotated[tuple[float, float], "a list [lo, hi] of 2 numbers"]
+#: A probability, or a bound on a random factor that is a share of the full scale.
+Unit = Annotated[float, Is[lambda x: 0.0 <= x <= 1.0], "a number in [0, 1]"]
+
+# Values may exceed [0, 1] by this much before a stage that wants [0, 1] pixels refuses
+# them: bilinear resampling and float rounding are not faults.
+_UNIT_SLACK = 1e-3
 
 #: Every preprocessing op a config can name: `[[preprocess]] op = "..."`.
 STAGES: "Registry[type[Stage]]" = Registry(
@@ -93,6 +103,12 @@ class Stage:
         """The spec this stage hands on, or a ContractError naming the broken boundary."""
         raise NotImplementedError
 
+    def at_inference(self) -> "Stage | None":
+        """The stage that stands in for this one at inference: itself, or, for an
+        augmentation, None (skipped) unless it has a deterministic counterpart (the
+        center crop a random resized crop stands for)."""
+        return None if self.augmentation else self
+
     def _fail(self, code: str, message: str, spec: ImageSpec, expected: str, hint: str):
         raise ContractError(
             Diagnostic(
@@ -128,6 +144,23 @@ class Stage:
                 hints.fix(found.code, accepts, batch_shape, spec.dtype),
             )
 
+    def _require_unit_range(self, spec: ImageSpec, what: str = "") -> None:
+        """Refuse values known to leave [0, 1], where `what` (by default the stage) is
+        defined: colour ops (dm-pix's, HSV), statistics of [0, 1] pixels."""
+        if spec.value_range is None:
+            return
+        lo, hi = spec.value_range
+        if lo >= -_UNIT_SLACK and hi <= 1.0 + _UNIT_SLACK:
+            return
+        onto = hints.onto(spec.value_range, (0.0, 1.0), spec.channels)
+        self._fail(
+            "range.input",
+            f"{what or self.op} works on pixels in [0, 1], but values in [{lo:g}, {hi:g}] reach it",
+            spec,
+            "float b h w c in [0, 1]",
+            f"add {hints.stage_line('normalize', **onto)} before {hints.THIS_STAGE}",
+        )
+
 
 def spec_of_batch(images: Array) -> ImageSpec:
     """The spec of a traced batch, for constraints an annotation cannot state (h >= crop)."""
@@ -153,6 +186,53 @@ def require_positive(stage: Stage, **values: float) -> None:
                     else f"set {key} to a positive value",
                 )
             )
+
+
+def _default(stage: Stage, key: str) -> Any:
+    return next(f.default for f in dataclasses.fields(stage) if f.name == key)
+
+
+def _out_of_bounds(stage: Stage, key: str, bound: str, got: object, default: object) -> ConfigError:
+    return ConfigError(
+        config_value(
+            f"{stage.op}: {key} must be {bound}",
+            stage=stage.op,
+            expected=f"{key}: {bound}",
+            got=f"{key} = {hints.toml(got)}",
+            hint=f"{hints.assign(hints.THIS_STAGE, **{key: default})} (the default)",
+        )
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def require_range(
+    stage: Stage, key: str, low: float, high: float, *, open_low=False, integer=False
+) -> None:
+    """A `config.value` error unless `key` is a number (an int where `integer`) in
+    [low, high] (`low` excluded when `open_low`), for stages built in code as for those a
+    config builds; its fix is the field's default."""
+    value = getattr(stage, key)
+    kind = isinstance(value, int) if integer else True
+    if _is_number(value) and kind and (value > low if open_low else value >= low) and value <= high:
+        return
+    bound = f"{'an int' if integer else 'a number'} in {'(' if open_low else '['}{low:g}, {high:g}]"
+    raise _out_of_bounds(stage, key, bound, value, _default(stage, key))
+
+
+def require_pair(stage: Stage, key: str, low: float, high: float, *, open_low=False) -> None:
+    """A `config.value` error unless the pair `key` is [lo, hi] with lo <= hi, both in
+    [low, high] (`low` excluded when `open_low`); its fix is the field's default."""
+    pair = tuple(getattr(stage, key)) if isinstance(getattr(stage, key), tuple | list) else ()
+    if len(pair) == 2 and all(_is_number(v) for v in pair):
+        lo, hi = pair
+        if (lo > low if open_low else lo >= low) and lo <= hi <= high:
+            return
+    bound = f"[lo, hi] with {low:g} {'<' if open_low else '<='} lo <= hi <= {high:g}"
+    got = list(pair) if pair else getattr(stage, key)
+    raise _out_of_bounds(stage, key, bound, got, list(_default(stage, key)))
 
 
 def _params(stage: Stage) -> dict[str, Any]:
@@ -184,12 +264,15 @@ class Preprocess:
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
 
-    def flow(self, spec: ImageSpec) -> list[ImageSpec]:
-        """The spec after each stage; the first broken boundary raises, named by position."""
+    def flow(self, spec: ImageSpec, *, train: bool = True) -> list[ImageSpec]:
+        """The spec after each stage (at inference, `train=False`: after the stage that
+        stands in for it, `spec` itself where it is skipped); the first broken boundary
+        raises, named by position."""
         specs = []
         for index, stage in enumerate(self.stages):
+            acting = stage if train else stage.at_inference()
             try:
-                spec = stage.in_spec(spec)
+                spec = acting.in_spec(spec) if acting is not None else spec
             except ContractError as err:
                 raise ContractError(
                     dataclasses.replace(
@@ -228,19 +311,23 @@ class Preprocess:
             steps.append(f"add {resize} before [[preprocess]] #{index + 2} ({stage.op})")
         return " and ".join(steps)
 
-    def in_spec(self, spec: ImageSpec) -> ImageSpec:
-        """The spec the last stage hands on (`spec` itself when there are no stages)."""
-        specs = self.flow(spec)
+    def in_spec(self, spec: ImageSpec, *, train: bool = True) -> ImageSpec:
+        """The spec the last stage hands on (`spec` itself when there are no stages), in
+        training or (`train=False`) at inference."""
+        specs = self.flow(spec, train=train)
         return specs[-1] if specs else spec
 
     def __call__(
         self, images: Array, key: PRNGKeyArray | None = None, *, train: bool = False
     ) -> Array:
-        """Apply the stages; augmentations only when `train` (and then `key` is required)."""
+        """Apply the stages; augmentations only when `train` (and then `key` is required),
+        at inference their deterministic counterparts where they have one."""
         for stage in self.stages:
-            if stage.augmentation:
-                if not train:
-                    continue
+            if not train:
+                acting = stage.at_inference()
+                if acting is not None:
+                    images = acting(images)
+            elif stage.augmentation:
                 if key is None:
                     raise ValueError(f"{stage.op} is an augmentation: train=True needs a key")
                 key, stage_key = jax.random.split(key)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, Shaped
 
 from typedpipe.contracts import ConfigError, Diagnostic, ImageSpec, contract, hints
+from typedpipe.contracts.diagnostics import config_value
 from typedpipe.pipeline.stages.base import (
     Positive,
     Side,
@@ -15,6 +16,12 @@ from typedpipe.pipeline.stages.base import (
     require_positive,
     spec_of_batch,
 )
+
+#: Named statistics for `normalize`, (mean, std) per RGB channel of [0, 1] pixels.
+#: ImageNet's are what torchvision's and timm's pretrained weights were trained on.
+NORMALIZE_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
 
 # ITU-R BT.601 luma weights: the conventional RGB -> gray mix (sums to 1, so the
 # value range is preserved).
@@ -66,15 +73,26 @@ def _float_fix(spec: ImageSpec) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Normalize(Stage):
-    """Per-channel `(x - mean) / std`; `mean` and `std` have one entry per channel."""
+    """Per-channel `(x - mean) / std`; `mean` and `std` have one entry per channel.
+
+    `preset = "imagenet"` sets them to ImageNet's statistics (`NORMALIZE_PRESETS`),
+    for RGB pixels in [0, 1]: it refuses other images, and mean or std given beside it.
+
+    Example:
+        >>> Normalize(preset="imagenet").mean
+        (0.485, 0.456, 0.406)
+    """
 
     op: ClassVar[str] = "normalize"
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
+    preset: Literal["imagenet"] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
+        if self.preset is not None:
+            self._apply_preset()
         if len(self.mean) != len(self.std):
             channels = max(len(self.mean), len(self.std))
             raise ConfigError(
@@ -102,6 +120,50 @@ class Normalize(Stage):
                 )
             )
 
+    def _apply_preset(self) -> None:
+        """mean and std from the preset; given beside it, they must be the preset's own (a
+        resolved config writes all three) or a `config.value` error says which to remove."""
+        if self.preset not in NORMALIZE_PRESETS:
+            raise ConfigError(
+                config_value(
+                    f"normalize: no preset {self.preset!r}",
+                    stage=self.op,
+                    expected=" | ".join(repr(name) for name in NORMALIZE_PRESETS),
+                    got=f"preset = {self.preset!r}",
+                    hint=hints.assign(hints.THIS_STAGE, preset=next(iter(NORMALIZE_PRESETS))),
+                )
+            )
+        statistics = dict(zip(("mean", "std"), NORMALIZE_PRESETS[self.preset], strict=True))
+        given = [
+            key
+            for key, value in (("mean", self.mean), ("std", self.std))
+            if value not in ((0.5,), statistics[key])
+        ]
+        if given:
+            raise ConfigError(
+                config_value(
+                    f"normalize: preset = {self.preset!r} sets mean and std, but "
+                    f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} given too",
+                    stage=self.op,
+                    expected="preset, or mean and std",
+                    got=", ".join(f"{k} = {hints.toml(list(getattr(self, k)))}" for k in given),
+                    hint=" and ".join(f"remove {k} from {hints.THIS_STAGE}" for k in given)
+                    + f" (the preset sets mean and std), or remove preset from {hints.THIS_STAGE}",
+                )
+            )
+        for key, value in statistics.items():
+            object.__setattr__(self, key, value)
+
+    def _preset_fix(self, spec: ImageSpec) -> str:
+        """For a preset on an image that is not RGB: the preset's statistics averaged over
+        the channels, one entry per channel the image has; or, for gray, to_rgb before."""
+        mean, std = (round(sum(v) / len(v), 3) for v in NORMALIZE_PRESETS[str(self.preset)])
+        own = hints.assign(hints.THIS_STAGE, mean=[mean] * spec.channels, std=[std] * spec.channels)
+        fix = f"remove preset from {hints.THIS_STAGE} and {own}"
+        if spec.channels == 1:
+            fix += f", or add {hints.stage_line('to_rgb')} before {hints.THIS_STAGE}"
+        return fix
+
     def _per_channel(self, channels: int) -> str:
         """mean and std with one entry per channel: the values given, the last one repeated."""
 
@@ -115,6 +177,15 @@ class Normalize(Stage):
         return len(self.mean)
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
+        if self.preset and spec.layout == "nhwc" and spec.is_float and spec.channels != 3:
+            self._fail(
+                "shape.channels",
+                f"normalize's preset {self.preset!r} holds RGB statistics, but the batch "
+                f"reaching it has {spec.channels} channel(s)",
+                spec,
+                "float b h w 3 in [0, 1]",
+                self._preset_fix(spec),
+            )
         if spec.layout == "nhwc" and spec.is_float and spec.channels != self.channels:
             self._fail(
                 "shape.channels",
@@ -125,6 +196,8 @@ class Normalize(Stage):
                 self._per_channel(spec.channels),
             )
         self._require(spec, dtype="float", channels=self.channels)
+        if self.preset:
+            self._require_unit_range(spec, f"normalize's preset {self.preset!r}")
         if spec.value_range is None:
             return spec
         lo, hi = spec.value_range
