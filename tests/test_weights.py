@@ -151,9 +151,27 @@ def test_a_dense_layer_after_a_flatten_reads_pytorch_channel_order(reference, ji
     )
 
 
-def test_a_residual_block_with_a_projection_equals_pytorch(reference):
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_a_residual_block_with_a_projection_equals_pytorch(reference, jit):
     torch.manual_seed(2)
-    reference.assert_same_logits(ResidualNet(), "sequential", (6, 6, 3), 4, layers=RESIDUAL)
+    reference.assert_same_logits(
+        ResidualNet(), "sequential", (6, 6, 3), 4, layers=RESIDUAL, jit=jit
+    )
+
+
+class Unnormalised(SmallCNN):
+    """small_cnn with its second batch norm left out: the same tensors, other logits."""
+
+    def forward(self, x):
+        x = self.batchnorm1(torch.relu(self.conv0(x)))
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.dense9(torch.relu(self.conv6(torch.relu(self.conv4(x)))).mean((2, 3)))
+
+
+def test_the_reference_check_fails_on_a_model_that_differs(reference):
+    torch.manual_seed(0)
+    with pytest.raises(AssertionError, match="small_cnn: logits differ by"):
+        reference.assert_same_logits(Unnormalised(), "small_cnn", (8, 8, 1), 10)
 
 
 def test_expected_tensors_are_pytorch_names_and_shapes():
