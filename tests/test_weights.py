@@ -299,6 +299,13 @@ def test_a_fused_qkv_projection_maps_onto_per_head_kernels(reference):
         reference.assert_same_logits(net, "sequential", (4, 4, 3), 3, layers=layers)
 
 
+def test_a_channel_scale_drops_its_nchw_axes():
+    layout = LAYOUTS.get("channel_scale")
+    scale = np.arange(4.0).reshape(4, 1, 1)
+    assert layout.file_shape((4,)) == (4, 1, 1)
+    np.testing.assert_array_equal(layout.forward(scale, (4,)), np.arange(4.0))
+
+
 def test_the_flatten_layout_reorders_rows_from_chw_to_hwc():
     h, w, c, out = 2, 3, 4, 5
     weight = np.random.default_rng(0).normal(size=(out, c * h * w))
@@ -351,6 +358,34 @@ def test_an_integer_tensor_where_floats_belong_is_a_mismatch(small_file, tmp_pat
     state = {**net.state_dict(), "conv0.bias": torch.zeros(32, dtype=torch.int64)}
     found = mismatch_of(save(state, tmp_path / "int.safetensors"))
     assert found.items == ("shape conv0.bias: the model needs 32 F32, the file has 32 I64",)
+
+
+class Unmapped(Layer):
+    """A layer registered without `tensors()`: its kernel has no PyTorch name."""
+
+    kind = "unmapped"
+
+    def __init__(self, in_features: int, *, name: str = "unmapped", rngs: nnx.Rngs):
+        self.name, self.features = name, in_features
+        self.scale = nnx.Param(jnp.ones((in_features,)))
+
+    def output_shape(self, shape):
+        return shape
+
+    @contract
+    def __call__(self, x: Float[Array, "b h w c"]) -> Float[Array, "b h w c"]:
+        return x * self.scale[...].reshape(1, 1, 1, -1)
+
+
+def test_a_variable_no_layer_maps_is_never_left_random_quietly(tiny_file):
+    _, path = tiny_file
+    layers = (TINY[0], {"type": "unmapped"}, *TINY[1:])
+    with LAYERS.temporary("unmapped", Unmapped):
+        found = mismatch_of(path, abstract("sequential", (8, 8, 1), 10, layers))
+    assert found.items[0] == (
+        "unmapped layers.1.scale 4: layer unmapped1 (unmapped) names no PyTorch tensor for it"
+    )
+    assert "with no PyTorch name" in found.message and "tensors()" in found.hint
 
 
 def test_a_dataparallel_prefix_is_recognised(small_file, tmp_path):

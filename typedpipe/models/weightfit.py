@@ -12,7 +12,7 @@ from pathlib import Path
 from typedpipe.contracts import Diagnostic
 from typedpipe.models.classifier import Classifier, logits_layer
 from typedpipe.models.weightfiles import STAGE
-from typedpipe.models.weightplan import FLOATS, Index, Planned, Shape, ignored
+from typedpipe.models.weightplan import FLOATS, Index, Planned, Shape, ignored, unmapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,23 +22,27 @@ class Comparison:
     missing: tuple[str, ...] = ()  # needed, not in the file
     unused: tuple[str, ...] = ()  # in the file, no place in the model
     misshapen: tuple[str, ...] = ()  # in both, another shape or a non-float dtype
+    unmapped: tuple[str, ...] = ()  # Variables of the model no layer maps to a file name
     new_head: str = ""  # the line saying so, when the head alone differs
     skipped: frozenset[str] = frozenset()  # file names not loaded (the new head's)
     lines: tuple[str, ...] = ()  # one per fault, for the diagnostic
 
     @property
     def fits(self) -> bool:
-        return not (self.missing or self.unused or self.misshapen)
+        return not (self.missing or self.unused or self.misshapen or self.unmapped)
 
 
 def compare(model: Classifier, planned: dict[str, Planned], found: Index) -> Comparison:
-    """`found` (a file's index) against `planned` (`plan(model)`), on names and shapes alone."""
+    """`found` (a file's index) against `planned` (`plan(model)` or `bundle_plan(model)`), on
+    names and shapes alone. Variables no layer maps count as missing."""
+    orphans = unmapped(model, planned)
     missing = tuple(n for n in planned if n not in found)
     unused = tuple(n for n in found if n not in planned and not ignored(n))
     misshapen = tuple(
         n for n, p in planned.items() if n in found and not _fits(p.shape, p.dtype, *found[n])
     )
     lines = (
+        *orphans,
         *(f"missing {n} {_dims(planned[n].shape)}" for n in missing),
         *(f"unused {n} {_dims(found[n][0])} {found[n][1]}" for n in unused),
         *(
@@ -47,9 +51,9 @@ def compare(model: Classifier, planned: dict[str, Planned], found: Index) -> Com
             for n in misshapen
         ),
     )
-    comparison = Comparison(missing, unused, misshapen, lines=lines)
+    comparison = Comparison(missing, unused, misshapen, orphans, lines=lines)
     head = _head_line(model, planned, found, misshapen) if misshapen else ""
-    if head and not missing and not unused:
+    if head and not missing and not unused and not orphans:
         return Comparison(new_head=head, skipped=frozenset(misshapen))
     return comparison
 
@@ -101,6 +105,7 @@ def mismatch(comparison: Comparison, where: str, what: str, total: int) -> Diagn
             (comparison.missing, "missing"),
             (comparison.unused, "unused"),
             (comparison.misshapen, "of another shape"),
+            (comparison.unmapped, "with no PyTorch name"),
         )
         if names
     ]
@@ -117,6 +122,12 @@ def mismatch(comparison: Comparison, where: str, what: str, total: int) -> Diagn
 
 
 def _mismatch_hint(c: Comparison) -> str:
+    if c.unmapped:
+        return (
+            "a layer names no PyTorch tensor for some of its weights: give its class a "
+            "tensors() method (see typedpipe.models.weights.TensorMap), or start from a "
+            'typedpipe bundle (weights = "runs/<name>/model" under [model])'
+        )
     prefix = _common_prefix(c.unused, c.missing)
     if prefix:
         return (

@@ -118,6 +118,23 @@ def ignored(name: str) -> bool:
     return name.endswith(IGNORED)
 
 
+def unmapped(model: Classifier, planned: dict[str, Planned]) -> tuple[str, ...]:
+    """The model's weights and batch statistics that no layer's `tensors()` maps (a layer
+    registered without them): no file can fill them, so they are never left random quietly."""
+    filled = {t.path for p in planned.values() for t in p.targets}
+    kept = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    found = []
+    for keys, var in nnx.to_flat_state(kept):
+        path = tuple(k if isinstance(k, int) else str(k) for k in keys)
+        if path not in filled:
+            layer = model.layers[int(path[1])]
+            found.append(
+                f"unmapped {'.'.join(map(str, path))} {'x'.join(map(str, var.shape))}: "
+                f"layer {layer.name} ({layer.kind}) names no PyTorch tensor for it"
+            )
+    return tuple(found)
+
+
 def bundle_plan(model: Classifier) -> dict[str, Planned]:
     """What a bundle must hold for `model`: its own weights and batch statistics, by path
     (`layers.0.conv.kernel`), as typedpipe stores them."""
