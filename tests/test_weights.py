@@ -396,6 +396,21 @@ def test_two_layers_of_one_name_are_a_config_fault(tiny_file):
     assert found.hint == 'name = "conv_1" in [model] layers[1] (conv)'
 
 
+def test_a_head_of_more_classes_than_any_model_is_no_new_head(tiny_file, tmp_path):
+    net, _ = tiny_file
+    state = {**net.state_dict(), "dense2.weight": torch.zeros(200_000, 4)}
+    state["dense2.bias"] = torch.zeros(200_000)
+    found = mismatch_of(save(state, tmp_path / "huge.safetensors"), tiny())
+    assert "shape dense2.bias: the model needs 10 F32, the file has 200000 F32" in found.items
+
+
+def test_a_large_tensor_under_an_ignored_name_is_not_ignored(small_file, tmp_path):
+    net, _ = small_file
+    state = {**net.state_dict(), "batchnorm1.num_batches_tracked": torch.zeros(64, 64)}
+    found = mismatch_of(save(state, tmp_path / "big.safetensors"))
+    assert found.items == ("unused batchnorm1.num_batches_tracked 64x64 F32",)
+
+
 def test_a_dataparallel_prefix_is_recognised(small_file, tmp_path):
     net, _ = small_file
     state = {f"module.{k}": v for k, v in net.state_dict().items() if "num_batches" not in k}
@@ -519,6 +534,19 @@ def test_a_header_claiming_huge_shapes_is_refused_before_allocating(tmp_path):
         abstract(), header_file(tmp_path / "l.safetensors", lying, bytes(16))
     )
     assert found.code == "weights.corrupt"
+
+
+def test_nan_weights_are_named_when_read(small_file, tmp_path):
+    net, _ = small_file
+    state = dict(net.state_dict())
+    state["conv2.bias"] = state["conv2.bias"].clone()
+    state["conv2.bias"][3] = float("nan")
+    path = save(state, tmp_path / "nan.safetensors")
+    with pytest.raises(ContractError) as err:
+        build_model("small_cnn", (8, 8, 1), 10, weights=path, rngs=nnx.Rngs(0))
+    (found,) = err.value.diagnostics
+    assert found.code == "value.nonfinite" and found.items == ("conv2.bias",)
+    assert found.stage == "[model] weights"
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path):
