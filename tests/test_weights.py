@@ -209,7 +209,7 @@ def test_narrow_and_wide_floats_become_the_variable_dtype(small_file, tmp_path, 
 
 @pytest.mark.parametrize("groups", [1, 2, 6])
 def test_grouped_and_depthwise_kernels_convolve_as_pytorch(groups, run):
-    layout = LAYOUTS.get({1: "oihw_hwio", 2: "grouped", 6: "depthwise"}[groups])
+    layout = LAYOUTS[{1: "oihw_hwio", 2: "grouped", 6: "depthwise"}[groups]]
     conv = nn.Conv2d(6, 6, 3, groups=groups, bias=False)
     x = np.random.default_rng(0).normal(size=(2, 6, 7, 7)).astype(np.float32)
     want = conv(torch.from_numpy(x)).detach().numpy().transpose(0, 2, 3, 1)
@@ -299,8 +299,40 @@ def test_a_fused_qkv_projection_maps_onto_per_head_kernels(reference):
         reference.assert_same_logits(net, "sequential", (4, 4, 3), 3, layers=layers)
 
 
+# An example of our shape for each layout (a new layout needs a row: the test says so).
+LAYOUT_SHAPES = {
+    "identity": (5,),
+    "oihw_hwio": (3, 3, 2, 4),
+    "grouped": (3, 3, 2, 4),
+    "depthwise": (3, 3, 1, 4),
+    "linear": (6, 5),
+    "linear_heads": (6, 2, 3),
+    "heads_linear": (2, 3, 6),
+    "heads_bias": (2, 3),
+    "channel_scale": (4,),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_every_layout_keeps_its_shape_rule_and_every_value(name):
+    assert set(LAYOUTS) == set(LAYOUT_SHAPES), "give a new layout a row in LAYOUT_SHAPES"
+    ours = LAYOUT_SHAPES[name]
+    layout = LAYOUTS[name]
+    stored = np.arange(np.prod(ours), dtype=np.float32).reshape(layout.file_shape(ours))
+    translated = layout.forward(stored, ours)
+    assert translated.shape == ours
+    np.testing.assert_array_equal(np.sort(translated.ravel()), stored.ravel())
+
+
+def test_an_unknown_layout_names_the_known_ones():
+    from typedpipe.models.layouts import layout_named
+
+    with pytest.raises(ValueError, match="no tensor layout 'oihw'; the layouts: channel_scale"):
+        layout_named("oihw")
+
+
 def test_a_channel_scale_drops_its_nchw_axes():
-    layout = LAYOUTS.get("channel_scale")
+    layout = LAYOUTS["channel_scale"]
     scale = np.arange(4.0).reshape(4, 1, 1)
     assert layout.file_shape((4,)) == (4, 1, 1)
     np.testing.assert_array_equal(layout.forward(scale, (4,)), np.arange(4.0))

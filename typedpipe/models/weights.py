@@ -69,8 +69,11 @@ def weights_diagnostics(
     `weights.mismatch` when some do not, a `weights.new_head` note when only the head is new.
 
     Example:
-        >>> [d.code for d in weights_diagnostics(abstract, "resnet18.safetensors")]
-        ['weights.new_head']
+        >>> from typedpipe.models import build_model
+        >>> abstract = nnx.eval_shape(lambda: build_model("small_cnn", (8, 8, 1), 10,
+        ...                                               rngs=nnx.Rngs(0)))
+        >>> [d.code for d in weights_diagnostics(abstract, "resnet18.pth")]
+        ['weights.format']
     """
     try:
         comparison = inspect_weights(model, path)
@@ -149,9 +152,16 @@ def load_weights(model: Classifier, path: str | Path, what: str = "the model") -
     Raises:
         ContractError: see `read_weights`.
 
-    Example:
-        >>> model = load_weights(build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0)),
-        ...                      "small_cnn.safetensors")
+    Example: a state dict of zeros, saved as PyTorch names and shapes it, loaded.
+        >>> import tempfile, safetensors.numpy
+        >>> from typedpipe.models import build_model
+        >>> model = build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
+        >>> state = {name: np.zeros(shape, np.float32)
+        ...          for name, (shape, _) in expected_tensors(model).items()}
+        >>> path = f"{tempfile.mkdtemp()}/small_cnn.safetensors"
+        >>> safetensors.numpy.save_file(state, path)
+        >>> float(load_weights(model, path).layers[0].conv.kernel[...].sum())
+        0.0
     """
     assign(model, read_weights(model, path, what))
     return model
