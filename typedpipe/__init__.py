@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from typedpipe.models import build_model as build_model
     from typedpipe.models import register_layer as register_layer
     from typedpipe.models import register_model as register_model
+    from typedpipe.models.weights import TensorMap as TensorMap
 
     # The pipeline: config, stages, sources, check, training, export.
     from typedpipe.pipeline.check import check_pipeline as check_pipeline
@@ -75,6 +76,7 @@ _HOMES = {
     "MODELS": "typedpipe.models",
     "Classifier": "typedpipe.models",
     "Layer": "typedpipe.models",
+    "TensorMap": "typedpipe.models.weights",
     "build_model": "typedpipe.models",
     "register_layer": "typedpipe.models",
     "register_model": "typedpipe.models",

@@ -1,7 +1,10 @@
 """The shape flow of a whole pipeline: the data's spec, every stage, every layer."""
 
+from pathlib import Path
+
 from typedpipe.contracts import ContractError, ImageSpec
 from typedpipe.models.summary import Row, layer_rows
+from typedpipe.pipeline.check.weights import weights_line
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Survey
 from typedpipe.pipeline.stages import Preprocess
@@ -27,4 +30,11 @@ def summarize(config: Config, survey: Survey | None = None) -> list[Row]:
     if survey.spec is None:
         raise ContractError(survey.diagnostics)
     specs = Preprocess(config.preprocess).flow(survey.spec)
-    return stage_rows(survey.spec, config.preprocess, specs) + layer_rows(config.model.abstract())
+    m = config.model
+    model = m.abstract()
+    rows = stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
+    if m.weights is not None:
+        # One line: where the weights come from, and whether the head starts new.
+        kind = "bundle" if Path(m.weights).is_dir() else "safetensors"
+        rows.append(Row("weights", kind, weights_line(config, model)))
+    return rows
