@@ -24,6 +24,8 @@ CASES = {
     "batchnorm": ({"in_features": 3}, (4, 4, 3), (4, 4, 3)),
     "dropout": ({"rate": 0.5}, (4, 4, 3), (4, 4, 3)),
     "residual": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
+    "basic_block": ({"in_features": 3, "features": 8, "stride": 2}, (9, 9, 3), (5, 5, 8)),
+    "bottleneck": ({"in_features": 8, "features": 8, "stride": 2}, (7, 6, 8), (4, 3, 8)),
 }
 
 # A wrong input per type: per-image shape, dtype, expected code.
@@ -37,6 +39,8 @@ BROKEN = {
     "batchnorm": ((4, 4, 1), jnp.float32, "shape.channels"),
     "dropout": ((4, 4, 3), jnp.uint8, "dtype.input"),
     "residual": ((8, 8, 4), jnp.float32, "shape.channels"),
+    "basic_block": ((8, 8), jnp.float32, "shape.rank"),
+    "bottleneck": ((8, 8, 8), jnp.int32, "dtype.input"),
 }
 
 

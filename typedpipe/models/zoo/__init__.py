@@ -36,5 +36,7 @@ for _name, _architecture in (
     ("sequential", small.sequential),
     ("resnet20", resnet.resnet20),
     ("resnet18", resnet.resnet18),
+    ("resnet34", resnet.resnet34),
+    ("resnet50", resnet.resnet50),
 ):
     MODELS.register(_name, _architecture)
