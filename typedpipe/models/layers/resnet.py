@@ -20,6 +20,7 @@ from typedpipe.contracts.diagnostics import config_value
 from typedpipe.models.layers.base import Layer, Shape, Size, out_expr
 from typedpipe.models.layers.conv import Conv
 from typedpipe.models.layers.norm import BatchNorm
+from typedpipe.models.layouts import TensorMap
 
 
 class _Block(Layer):
@@ -94,6 +95,19 @@ class _Block(Layer):
             total += layer.flops(y)
             y = layer.output_shape(y)
         return total + 2 * math.prod(x)  # the sum and the final ReLU
+
+    def tensors(self) -> list[TensorMap]:
+        # Each sub-layer is named `<block>.<torchvision's module path>`: its file
+        # names are that path's, below the block's name.
+        maps = []
+        for attribute in ("convs", "norms", "downsample"):
+            for index, layer in enumerate(getattr(self, attribute)):
+                module = layer.name.removeprefix(f"{self.name}.")
+                maps.extend(
+                    TensorMap(f"{module}.{m.source}", (attribute, index, *m.target), m.layout)
+                    for m in layer.tensors()
+                )
+        return maps
 
     @contract
     def __call__(
