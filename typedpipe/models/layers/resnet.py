@@ -99,7 +99,7 @@ class _Block(Layer):
     def tensors(self) -> list[TensorMap]:
         # Each sub-layer is named `<block>.<torchvision's module path>`: its file
         # names are that path's, below the block's name.
-        maps = []
+        maps: list[TensorMap] = []
         for attribute in ("convs", "norms", "downsample"):
             for index, layer in enumerate(getattr(self, attribute)):
                 module = layer.name.removeprefix(f"{self.name}.")
