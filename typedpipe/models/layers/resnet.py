@@ -38,7 +38,7 @@ class _Block(Layer):
         convs: list[tuple[int, int, int, int]],
         rngs: nnx.Rngs,
     ) -> None:
-        """Build the blocks's layers; `convs` lists (in, out, kernel, stride) per conv."""
+        """Build the block's layers; `convs` lists (in, out, kernel, stride) per conv."""
         self.name, self.in_features, self.features, self.stride = (
             name,
             in_features,
@@ -48,7 +48,9 @@ class _Block(Layer):
         self.rows, self.cols = out_expr("h", 3, stride, 1), out_expr("w", 3, stride, 1)
         last = len(convs)
         self.convs = nnx.List(
-            Conv(c_in, c_out, k, s, k // 2, use_bias=False, name=f"{name}.conv{i}", rngs=rngs)
+            Conv(
+                c_in, c_out, k, s, padding=k // 2, use_bias=False, name=f"{name}.conv{i}", rngs=rngs
+            )
             for i, (c_in, c_out, k, s) in enumerate(convs, start=1)
         )
         self.norms = nnx.List(
@@ -70,7 +72,7 @@ class _Block(Layer):
                     features,
                     1,
                     stride,
-                    0,
+                    padding=0,
                     use_bias=False,
                     name=f"{name}.downsample.0",
                     rngs=rngs,
