@@ -166,3 +166,70 @@ def test_one_size_needs_no_resize(tmp_path):
     assert scaffold.config.data.size is None
     assert "# one size, 20x24: no resize" in scaffold.text
     assert scaffold.config.model.input == (20, 24, 3)
+
+
+def _tensors_of(name, input_shape, num_classes, path):
+    """A safetensors file with every tensor `name` needs (zeros), as a PyTorch state dict."""
+    from flax import nnx
+    from safetensors.numpy import save_file
+
+    from typedpipe.models import build_model
+    from typedpipe.models.weightplan import expected_tensors
+
+    model = nnx.eval_shape(lambda: build_model(name, input_shape, num_classes, rngs=nnx.Rngs(0)))
+    tensors = {n: np.zeros(shape, np.float32) for n, (shape, _) in expected_tensors(model).items()}
+    save_file(tensors, str(path))
+    return path
+
+
+def test_init_with_weights_writes_a_fine_tuning_config_for_the_files_network(
+    tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "photos"
+    _mixed_folder(folder, per_class=6)
+    monkeypatch.chdir(tmp_path)
+    weights = _tensors_of("resnet18", (224, 224, 3), 1000, tmp_path / "resnet18.safetensors")
+    assert main(["init", "photos", "--weights", weights.name]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "into resnet18 from resnet18.safetensors, 3 classes" in printed
+    config = load_config(tmp_path / "photos.toml")
+    m, t = config.model, config.train
+    assert (m.name, m.input, m.num_classes, m.weights) == (
+        "resnet18",
+        (224, 224, 3),
+        3,
+        "resnet18.safetensors",
+    )
+    assert config.data.mode == "rgb" and config.data.size == (256, 256)
+    ops = [stage.op for stage in config.preprocess]
+    assert ops == [
+        "to_float",
+        "random_resized_crop",
+        "random_flip",
+        "rand_augment",
+        "normalize",
+        "random_erasing",
+    ]
+    assert (t.freeze_epochs, t.backbone_lr_mult, t.optimizer) == (1, 0.1, "adamw")
+    # Each recipe setting says why, in the file itself.
+    text = (tmp_path / "photos.toml").read_text()
+    assert "# the new head alone first" in text and "# the statistics the pretrained" in text
+    # The file's head has 1000 classes: check says the head is new, and nothing else.
+    from typedpipe.pipeline.check.weights import check_weights
+
+    assert [d.code for d in check_weights(config)] == ["weights.new_head"]
+
+
+def test_init_with_weights_no_architecture_takes_is_a_diagnostic(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "photos"
+    _mixed_folder(folder, per_class=6)
+    monkeypatch.chdir(tmp_path)
+    _tensors_of("lenet", (32, 32, 3), 10, tmp_path / "lenet.safetensors")  # not at 224 px
+    code = main(["init", "photos", "--weights", "lenet.safetensors"])
+    captured = capsys.readouterr()
+    assert code == EXIT_INVALID and not (tmp_path / "photos.toml").exists()
+    assert "weights.mismatch" in captured.err + captured.out
+    assert "no registered architecture takes the tensors of lenet.safetensors" in (
+        captured.err + captured.out
+    )
+    assert main(["init", "photos", "--weights", "nope.safetensors"]) == EXIT_USAGE

@@ -93,6 +93,11 @@ def _bench_arguments(sub: argparse.ArgumentParser) -> None:
 def _init_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("folder", help="a folder with one sub-folder of images per class")
     sub.add_argument("--out", metavar="CONFIG", help="the config to write (default <folder>.toml)")
+    sub.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="fine-tune this pretrained file's network (a .safetensors file or a run's model/)",
+    )
 
 
 COMMANDS: dict[str, Command] = {

@@ -28,8 +28,10 @@ def cmd_init(args) -> int:
         )
     if not out.parent.is_dir():
         raise UsageError(f"no such folder for --out: {out.parent}")
+    if args.weights is not None and not Path(args.weights).exists():
+        raise UsageError(f"no such weights file: {args.weights} (name a .safetensors file)")
     with showing_progress(args, f"surveying {visible(str(folder))}"):
-        scaffold = scaffold_config(folder)
+        scaffold = scaffold_config(folder, weights=args.weights)
     try:
         write_atomic(out, scaffold.text)
     except OSError as err:

@@ -30,6 +30,7 @@ import numpy as np
 from typedpipe.contracts import ContractError, Diagnostic, ImageSpec
 from typedpipe.contracts.diagnostics import visible
 from typedpipe.pipeline.config import Config, parse_config
+from typedpipe.pipeline.scaffold_recipe import DECODE_SIDE, SIDE, fine_tune_lines
 from typedpipe.pipeline.sources import split_indices
 from typedpipe.pipeline.sources.decode import DEEP_MODES, Header, dropped
 from typedpipe.pipeline.sources.folder_audit import survey_folder
@@ -56,11 +57,17 @@ class Scaffold:
     diagnostics: tuple[Diagnostic, ...]  # faults in the data that no setting fixes
 
 
-def scaffold_config(folder: str | Path) -> Scaffold:
+def scaffold_config(folder: str | Path, weights: str | None = None) -> Scaffold:
     """Survey `folder` (one sub-folder per class) and write the config for it.
 
+    With `weights` (a safetensors file or a run's bundle), the config fine-tunes the
+    file's own architecture at 224 px with the augmentation recipe
+    (`scaffold_recipe`), its images decoded as RGB.
+
     Raises:
-        ContractError: the folder holds no usable images, or fewer than two classes.
+        ContractError: the folder holds no usable images, or fewer than two classes;
+            `weights.*`, a weights file that cannot be read or that no registered
+            architecture takes.
     """
     root = Path(folder)
     scanned = scan_folder(root)
@@ -72,7 +79,14 @@ def scaffold_config(folder: str | Path) -> Scaffold:
     if len(classes) < 2:
         raise ContractError(_too_few_classes(root, scanned, classes))
     mode, drop = _mode(good)
-    options = FolderOptions(str(folder), mode, _size(good), drop)
+    size = _size(good)
+    architecture = None
+    if weights is not None:
+        architecture = _architecture(weights, len(classes))
+        mode, size = "rgb", (DECODE_SIDE, DECODE_SIDE)
+        lost = {dropped(h.mode, mode) for h in good}
+        drop = ("transparency",) if "transparency" in lost else ()
+    options = FolderOptions(str(folder), mode, size, drop)
     survey = survey_folder(options, scan=scanned)
     if survey.spec is None:
         raise ContractError(survey.errors or survey.diagnostics)
@@ -86,10 +100,38 @@ def scaffold_config(folder: str | Path) -> Scaffold:
         sizes=_tally(f"{h.height}x{h.width}" for h in good),
         modes=_tally(h.mode for h in good),
         fractions=(val, test),
-        batch_size=min(64, train),
+        batch_size=min(64 if weights is None else 32, train),
+        architecture=architecture,
+        weights=weights,
     )
     text = _toml(chosen)
     return Scaffold(text, parse_config(text), tuple(_found(chosen)), survey.diagnostics)
+
+
+def _architecture(weights: str, num_classes: int) -> str:
+    """The registered architecture whose tensors `weights` holds at 224 px.
+
+    Raises:
+        ContractError: `weights.*` when the file cannot be read; `weights.mismatch` when no
+            registered architecture takes its tensors.
+    """
+    from typedpipe.models.identify import architectures_of, candidates
+
+    found = next(architectures_of(weights, (SIDE, SIDE, 3), num_classes), None)
+    if found is None:
+        raise ContractError(
+            Diagnostic(
+                "weights.mismatch",
+                f"no registered architecture takes the tensors of {weights} at {SIDE}x{SIDE}x3",
+                stage="weights",
+                expected="a state dict of one of: " + ", ".join(candidates()),
+                got=weights,
+                hint="pass a torchvision or timm safetensors file of a zoo model "
+                "(typedpipe summary lists a model's layers), or leave --weights out",
+                items=(weights,),
+            )
+        )
+    return found
 
 
 def plain_name(folder: str | Path) -> str:
@@ -177,6 +219,8 @@ class _Choices:
     modes: str
     fractions: tuple[float, float]
     batch_size: int
+    architecture: str | None = None  # a pretrained file's, with `weights`
+    weights: str | None = None
 
     @property
     def scale(self) -> float | None:
@@ -206,7 +250,12 @@ def _found(c: _Choices) -> list[str]:
         f"colour modes: {c.modes}",
         f"values: {spec.dtype} {values} (in a decoded sample)",
         f'chosen: mode = "{c.options.mode}", {spec.height}x{spec.width}x{spec.channels} '
-        f"into small_cnn, {len(classes)} classes",
+        + (
+            f"into small_cnn, {len(classes)} classes"
+            if c.architecture is None
+            else f"cropped to {SIDE}x{SIDE} into {c.architecture} from {visible(c.weights or '')}, "
+            f"{len(classes)} classes"
+        ),
     ]
 
 
@@ -227,7 +276,13 @@ def _toml(c: _Choices) -> str:
         f"# {c.images} images in {len(c.classes)} classes (one sub-folder each): {classes}",
         f"# colour modes: {c.modes}",
         f"mode = {_string(options.mode)}"
-        + ("  # every file is gray" if options.mode == "gray" else "  # colour files present"),
+        + (
+            "  # every file is gray"
+            if options.mode == "gray"
+            else "  # the pretrained network takes RGB"
+            if c.architecture is not None
+            else "  # colour files present"
+        ),
     ]
     if options.drop:
         lines.append(
@@ -237,6 +292,11 @@ def _toml(c: _Choices) -> str:
     lines.append(f"# sizes: {c.sizes}")
     if options.size is None:
         lines.append(f"# one size, {spec.height}x{spec.width}: no resize")
+    elif c.architecture is not None:
+        lines.append(
+            f"size = [{spec.height}, {spec.width}]  # every image resized to this first: the "
+            f"crops the network sees are {SIDE}x{SIDE} parts of it"
+        )
     else:
         lines.append(
             f"size = [{spec.height}, {spec.width}]  # the median height and width, at most "
@@ -249,6 +309,11 @@ def _toml(c: _Choices) -> str:
         + ("" if c.fractions == _FRACTIONS[0] else "  # the smallest class allows no more"),
         "",
     ]
+    if c.architecture is not None and c.weights is not None:
+        return "\n".join(
+            lines
+            + fine_tune_lines(c.architecture, c.weights, len(c.classes), c.batch_size, _string)
+        )
     if c.scale is not None:
         lines += [
             "[[preprocess]]",
