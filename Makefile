@@ -15,8 +15,14 @@ $(VENV)/.installed: $(SOURCES)
 run: $(VENV)/.installed
 	$(BIN)/typedpipe train
 
+# The PyTorch reference models of the equivalence tests (torchvision and timm, random
+# weights: nothing is downloaded). Versions pinned in pyproject's `reference` extra.
+$(VENV)/.reference: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet ".[reference]"
+	touch $@
+
 # One worker per core: most tests wait on XLA compiles and subprocesses, one at a time.
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.reference
 	$(BIN)/pytest -n auto
 
 # PyTorch's CPU wheel for the peer column; without it the harness skips PyTorch with a note.
