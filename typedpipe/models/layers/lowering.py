@@ -76,22 +76,30 @@ def chosen() -> Lowering:
     return "cpu" if jax.default_backend() == "cpu" else "native"
 
 
-def _xla_conv(x: Array, kernel: Array, stride: int, padding: str) -> Array:
+def _xla_conv(x: Array, kernel: Array, stride: int, padding: str | int, groups: int) -> Array:
+    pads = padding.upper() if isinstance(padding, str) else ((padding, padding),) * 2
     return lax.conv_general_dilated(
-        x, kernel, (stride, stride), padding.upper(), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x,
+        kernel,
+        (stride, stride),
+        pads,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 
 def conv2d(
     x: Float[Array, "b h w c"],
-    kernel: Float[Array, "k k c f"],
+    kernel: Float[Array, "k k c/groups f"],
     stride: int,
-    padding: str,
+    padding: str | int,
+    groups: int = 1,
 ) -> Float[Array, "b oh ow f"]:
-    """A square-kernel 2-D convolution, NHWC, "same" or "valid" padding."""
+    """A square-kernel 2-D convolution, NHWC: "same" or "valid" padding, or `padding`
+    zeros on every side (torch's); `groups` > 1 splits the channels (depthwise: c)."""
     if chosen() == "native":
-        return _xla_conv(x, kernel, stride, padding)
-    return _xla_conv(materialized(x), kernel, stride, padding)
+        return _xla_conv(x, kernel, stride, padding, groups)
+    return _xla_conv(materialized(x), kernel, stride, padding, groups)
 
 
 def materialized(x: Array) -> Array:
