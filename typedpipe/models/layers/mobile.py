@@ -29,6 +29,7 @@ from typedpipe.models.layers.base import (
     Size,
 )
 from typedpipe.models.layers.lowering import conv2d
+from typedpipe.models.layouts import TensorMap
 
 # The squeeze-and-excitation width of a block, 0 for none.
 Squeeze = Annotated[int, Is[lambda n: 0 <= n <= 65536], "an int in [0, 65536]"]
@@ -116,6 +117,22 @@ class ConvNormAct(Layer):
         per_output = self.kernel**2 * (self.in_features // self.groups)
         return 2 * height * width * self.features * per_output + 2 * height * width * self.features
 
+    def tensors(self) -> list[TensorMap]:
+        if self.groups == 1:
+            layout = "oihw_hwio"
+        elif self.groups == self.in_features == self.features:
+            layout = "depthwise"
+        else:
+            layout = "grouped"
+        # torchvision's Sequential: the convolution is module 0, the batch norm module 1.
+        return [
+            TensorMap("0.weight", ("conv", "kernel"), layout),
+            TensorMap("1.weight", ("norm", "scale")),
+            TensorMap("1.bias", ("norm", "bias")),
+            TensorMap("1.running_mean", ("norm", "mean")),
+            TensorMap("1.running_var", ("norm", "var")),
+        ]
+
     @contract
     def __call__(
         self, x: Float[Array, "b h w {self.in_features}"]
@@ -159,6 +176,16 @@ class SqueezeExcite(Layer):
         self.output_shape(shape)
         # The mean, both 1x1 convolutions, and the scaling.
         return 2 * math.prod(shape) + 4 * self.features * self.squeeze
+
+    def tensors(self) -> list[TensorMap]:
+        return [
+            TensorMap(f"{fc}.{tensor}", (fc, target), layout)
+            for fc in ("fc1", "fc2")
+            for tensor, target, layout in (
+                ("weight", "kernel", "oihw_hwio"),
+                ("bias", "bias", "identity"),
+            )
+        ]
 
     @contract
     def __call__(
@@ -240,6 +267,13 @@ class InvertedResidual(Layer):
             total += layer.flops(shape)
             shape = layer.output_shape(shape)
         return total + (math.prod(shape) if self.residual else 0)
+
+    def tensors(self) -> list[TensorMap]:
+        return [
+            TensorMap(f"block.{index}.{m.source}", ("block", index, *m.target), m.layout, m.part)
+            for index, layer in enumerate(self.block)
+            for m in layer.tensors()
+        ]
 
     @contract
     def __call__(
