@@ -24,6 +24,13 @@ CASES = {
     "batchnorm": ({"in_features": 3}, (4, 4, 3), (4, 4, 3)),
     "dropout": ({"rate": 0.5}, (4, 4, 3), (4, 4, 3)),
     "residual": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
+    "conv_bn": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
+    "squeeze_excite": ({"in_features": 8, "squeeze": 2}, (4, 4, 8), (4, 4, 8)),
+    "inverted_residual": (
+        {"in_features": 4, "features": 8, "expand": 16, "kernel": 5, "stride": 2, "squeeze": 4},
+        (9, 9, 4),
+        (5, 5, 8),
+    ),
 }
 
 # A wrong input per type: per-image shape, dtype, expected code.
@@ -37,6 +44,9 @@ BROKEN = {
     "batchnorm": ((4, 4, 1), jnp.float32, "shape.channels"),
     "dropout": ((4, 4, 3), jnp.uint8, "dtype.input"),
     "residual": ((8, 8, 4), jnp.float32, "shape.channels"),
+    "conv_bn": ((8, 8, 3), jnp.int32, "dtype.input"),
+    "squeeze_excite": ((4, 8), jnp.float32, "shape.rank"),
+    "inverted_residual": ((9, 9, 3), jnp.float32, "shape.channels"),
 }
 
 
