@@ -273,3 +273,23 @@ def test_logits_equal_torchvisions_from_its_saved_weights(name, reference):
     reference.assert_same_logits(
         getattr(torchvision.models, name)(num_classes=10), name, (64, 64, 3), 10
     )
+
+
+def test_an_even_kernel_is_refused_by_the_block():
+    with pytest.raises(ConfigError) as caught:
+        build_model("sequential", (8, 8, 8), 3, _block_config(kernel=4), rngs=rngs())
+    (diagnostic,) = caught.value.diagnostics
+    assert (diagnostic.code, diagnostic.got) == ("config.value", "kernel = 4")
+    assert diagnostic.hint == "kernel = 5 in [model] layers[0] (inverted_residual)"
+
+
+def test_groups_that_clash_with_the_input_name_the_config_entry():
+    layers = [
+        {"type": "conv_bn", "features": 12, "groups": 4},
+        {"type": "gap"},
+        {"type": "dense", "features": 3},
+    ]
+    with pytest.raises(ConfigError) as caught:
+        build_model("sequential", (8, 8, 6), 3, layers, rngs=rngs())
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.hint == "groups = 6 in [model] layers[0] (conv_bn)"

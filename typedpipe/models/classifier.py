@@ -194,7 +194,14 @@ def build_model(
         if faults or cls is None:
             raise ConfigError(faults)
         layer_name = params.pop("name")
-        layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
+        try:
+            layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
+        except ConfigError as err:  # settings that clash with the input (groups, say)
+            place = _place(name, index, entry)
+            raise ConfigError(
+                dataclasses.replace(d, hint=d.hint.replace(THIS_LAYER, place)) if place else d
+                for d in err.diagnostics
+            ) from None
         try:
             shape = layer.output_shape(shape)
         except ContractError as err:

@@ -228,6 +228,17 @@ class InvertedResidual(Layer):
         name: str = "inverted_residual",
         rngs: nnx.Rngs,
     ):
+        if kernel % 2 == 0:
+            # An even kernel's padding shrinks the map by one, and the sum with the input fails.
+            raise ConfigError(
+                config_value(
+                    f"{name}: an inverted residual's kernel must be odd, got {kernel}",
+                    stage=name,
+                    expected="kernel = 3, 5, 7, ...",
+                    got=f"kernel = {kernel}",
+                    hint=f"kernel = {kernel + 1} in {THIS_LAYER}",
+                )
+            )
         self.name, self.in_features, self.features = name, in_features, features
         self.expand, self.stride = expand, stride
         self.rows, self.cols = _padded_expr("h", kernel, stride), _padded_expr("w", kernel, stride)
