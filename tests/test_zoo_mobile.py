@@ -262,8 +262,8 @@ def test_logits_at_the_smallest_input_eagerly_and_jitted(name, run):
     assert caught.value.diagnostics[0].code == "shape.channels"
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_logits_equal_torchvisions_from_its_saved_weights(name, reference):
+@pytest.mark.parametrize(("name", "jit"), [*((name, False) for name in ZOO), (ZOO[0], True)])
+def test_logits_equal_torchvisions_from_its_saved_weights(name, jit, reference):
     """Random torchvision weights (batch norm statistics randomised by the helper),
     saved as safetensors, imported: eval-mode logits within 1e-4 of the scale."""
     import torch
@@ -271,7 +271,7 @@ def test_logits_equal_torchvisions_from_its_saved_weights(name, reference):
 
     torch.manual_seed(0)
     reference.assert_same_logits(
-        getattr(torchvision.models, name)(num_classes=10), name, (64, 64, 3), 10
+        getattr(torchvision.models, name)(num_classes=10), name, (64, 64, 3), 10, jit=jit
     )
 
 

@@ -242,24 +242,34 @@ class InvertedResidual(Layer):
         self.name, self.in_features, self.features = name, in_features, features
         self.expand, self.stride = expand, stride
         self.rows, self.cols = _padded_expr("h", kernel, stride), _padded_expr("w", kernel, stride)
-        norm = {"epsilon": epsilon, "momentum": momentum, "rngs": rngs}
         layers: list[Layer] = []
 
-        def named() -> str:
-            return f"{name}.block.{len(layers)}"
+        def conv(
+            width_in: int, width: int, kernel: int, stride: int, groups: int, activation: str
+        ) -> Layer:
+            where = f"{name}.block.{len(layers)}"
+            return ConvNormAct(
+                width_in,
+                width,
+                kernel,
+                stride,
+                groups,
+                activation,
+                epsilon,
+                momentum,
+                name=where,
+                rngs=rngs,
+            )
 
         if expand != in_features:
-            layers.append(
-                ConvNormAct(in_features, expand, 1, activation=activation, name=named(), **norm)
-            )
-        layers.append(
-            ConvNormAct(expand, expand, kernel, stride, expand, activation, name=named(), **norm)
-        )
+            layers.append(conv(in_features, expand, 1, 1, 1, activation))
+        layers.append(conv(expand, expand, kernel, stride, expand, activation))
         if squeeze:
+            where = f"{name}.block.{len(layers)}"
             layers.append(
-                SqueezeExcite(expand, squeeze, se_activation, se_gate, name=named(), rngs=rngs)
+                SqueezeExcite(expand, squeeze, se_activation, se_gate, name=where, rngs=rngs)
             )
-        layers.append(ConvNormAct(expand, features, 1, activation="none", name=named(), **norm))
+        layers.append(conv(expand, features, 1, 1, 1, "none"))
         self.block = nnx.List(layers)
         self.residual = stride == 1 and in_features == features
         # Dropout of whole samples: the mask broadcast over h, w and c, kept ones scaled
