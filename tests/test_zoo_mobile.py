@@ -1,5 +1,7 @@
 """MobileNetV3 and EfficientNet-B0: their blocks, and the models against torchvision's."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -293,3 +295,46 @@ def test_groups_that_clash_with_the_input_name_the_config_entry():
         build_model("sequential", (8, 8, 6), 3, layers, rngs=rngs())
     (diagnostic,) = caught.value.diagnostics
     assert diagnostic.hint == "groups = 6 in [model] layers[0] (conv_bn)"
+
+
+PREFLIGHT = """
+name = "mobilenet-224"
+[data]
+source = "synthetic"
+num_samples = 200
+[model]
+name = "mobilenet_v3_small"
+input = [224, 224, 3]
+num_classes = 10
+[train]
+batch_size = 1
+"""
+
+
+def test_summary_of_a_224px_config_lists_torchvisions_modules():
+    from typedpipe.pipeline.check.summary import summarize
+    from typedpipe.pipeline.config import parse_config
+
+    rows = summarize(parse_config(PREFLIGHT))
+    names = [row.name for row in rows]
+    assert names[:3] == ["data", "features.0", "features.1"]
+    assert names[-5:] == ["features.12", "avgpool", "classifier.0", "classifier.2", "classifier.3"]
+    head = 1024 * (1000 - 10) + (1000 - 10)  # torchvision's 1000-class head, less 10 classes'
+    assert sum(row.params for row in rows) == 2_542_856 - head
+    assert rows[1].output == "b 112 112 16" and rows[-5].output == "b 7 7 576"
+
+
+def test_preflight_estimates_a_224px_step(monkeypatch):
+    """check compiles the train step on shapes alone; on a device too small for it, the
+    estimate is reported: the parameters, their gradients and Adam's two moments
+    (1.5M x 4 x 4 bytes = 24 MiB) plus the activations."""
+    from typedpipe.pipeline.check import preflight
+    from typedpipe.pipeline.check.static import check_draft
+    from typedpipe.pipeline.config import parse_draft
+
+    monkeypatch.setattr(preflight, "device_memory", lambda: (2**20, "a 1 MiB test device"))
+    (diagnostic,) = check_draft(parse_draft(PREFLIGHT))
+    assert (diagnostic.code, diagnostic.stage) == ("memory.exceeds", "[train]")
+    need = float(re.search(r"needs ([\d.]+) GiB per device for batch 1", diagnostic.message)[1])
+    assert 0.02 < need < 1.0
+    assert diagnostic.hint.startswith("even one image does not fit")
