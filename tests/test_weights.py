@@ -199,7 +199,7 @@ def test_narrow_and_wide_floats_become_the_variable_dtype(small_file, tmp_path, 
     path = save(state, tmp_path / f"{dtype}.safetensors")
     model = build_model("small_cnn", (8, 8, 1), 10, weights=path, rngs=nnx.Rngs(0))
     kernel = model.layers[0].conv.kernel[...]
-    assert kernel.dtype == jnp.float32
+    assert isinstance(kernel, jax.Array) and kernel.dtype == jnp.float32
     want = state["conv0.weight"].to(torch.float32).numpy().transpose(2, 3, 1, 0)
     np.testing.assert_array_equal(np.asarray(kernel), want)
 
@@ -388,6 +388,14 @@ def test_a_variable_no_layer_maps_is_never_left_random_quietly(tiny_file):
     assert "with no PyTorch name" in found.message and "tensors()" in found.hint
 
 
+def test_two_layers_of_one_name_are_a_config_fault(tiny_file):
+    _, path = tiny_file
+    layers = ({**TINY[0], "name": "conv"}, {**TINY[0], "name": "conv"}, *TINY[1:])
+    (found,) = weights_diagnostics(abstract("sequential", (8, 8, 1), 10, layers), path)
+    assert found.code == "config.value" and "both named 'conv'" in found.message
+    assert found.hint == 'name = "conv_1" in [model] layers[1] (conv)'
+
+
 def test_a_dataparallel_prefix_is_recognised(small_file, tmp_path):
     net, _ = small_file
     state = {f"module.{k}": v for k, v in net.state_dict().items() if "num_batches" not in k}
@@ -511,6 +519,14 @@ def test_a_header_claiming_huge_shapes_is_refused_before_allocating(tmp_path):
         abstract(), header_file(tmp_path / "l.safetensors", lying, bytes(16))
     )
     assert found.code == "weights.corrupt"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    (found,) = weights_diagnostics(abstract(), tmp_path / "pipe.safetensors")
+    assert found.code == "weights.corrupt" and "not a regular file" in found.message
 
 
 def test_a_pickle_named_safetensors_is_recognised(small_file, tmp_path):

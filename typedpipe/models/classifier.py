@@ -196,10 +196,10 @@ def build_model(
         layer_name = params.pop("name")
         try:
             layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
-        except ConfigError as err:  # settings that clash with the input (groups, say)
-            place = _place(name, index, entry)
+        except ConfigError as err:  # a value the schema admits but this input or kernel does not
+            place = _place(name, index, entry) or f"layer {layer_name}"
             raise ConfigError(
-                dataclasses.replace(d, hint=d.hint.replace(THIS_LAYER, place)) if place else d
+                dataclasses.replace(d, hint=d.hint.replace(THIS_LAYER, place))
                 for d in err.diagnostics
             ) from None
         try:

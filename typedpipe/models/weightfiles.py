@@ -119,6 +119,14 @@ def read_index(path: str | Path) -> Index:
 def _safetensors_index(path: Path) -> Index:
     from safetensors import SafetensorError, safe_open
 
+    if not path.is_file():  # a FIFO or device would block the reader or never end
+        raise _fault(
+            "weights.corrupt",
+            f"{path} is not a regular file",
+            expected="a .safetensors file",
+            got="a FIFO, socket or device",
+            hint='weights = "FILE.safetensors" under [model], a file on disk',
+        )
     try:
         with safe_open(str(path), framework="numpy") as handle:
             index = {}

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
+from typedpipe.contracts import ConfigError, Diagnostic
+from typedpipe.contracts.diagnostics import config_value
 from typedpipe.models.classifier import Classifier
 from typedpipe.models.layouts import LAYOUTS, Layout, linear_after_flatten
 from typedpipe.models.weightfiles import Index, Shape, dtype_code, is_bundle
@@ -64,8 +66,10 @@ def plan(model: Classifier) -> dict[str, Planned]:
     """Every tensor a safetensors file must hold for `model` (abstract or not), by file name.
 
     Raises:
+        ConfigError: two layers share a name, so their tensors' names collide.
         ValueError: a layer's `tensors()` names a missing Variable, or maps of one
-            source disagree on its shape (a programming error in the layer).
+            source disagree on its shape or leave part of it out (a programming
+            error in the layer).
     """
     planned: dict[str, Planned] = {}
     shape: Shape = (model.height, model.width, model.channels)
@@ -81,9 +85,12 @@ def plan(model: Classifier) -> dict[str, Planned]:
             target = Target(("layers", index, *m.target), layout, ours, np.dtype(var.dtype), m.part)
             grouped.setdefault(f"{layer.name}.{m.source}", []).append(target)
         for name, targets in grouped.items():
+            if name in planned:
+                raise ConfigError(_same_name(model, planned[name].layer, index))
             shapes = {_file_shape(t) for t in targets}
-            if len(shapes) != 1 or name in planned:
-                raise ValueError(f"{layer.name}: the maps of {name} disagree on it: {shapes}")
+            parts = sorted(t.part for t in targets)
+            if len(shapes) != 1 or parts != [(i, parts[0][1]) for i in range(parts[0][1])]:
+                raise ValueError(f"{layer.name}: the maps of {name} disagree on it: {parts}")
             planned[name] = Planned(
                 name, shapes.pop(), dtype_code(targets[0].dtype), index, tuple(targets)
             )
@@ -93,6 +100,19 @@ def plan(model: Classifier) -> dict[str, Planned]:
             flattened = None
         shape = layer.output_shape(shape)
     return planned
+
+
+def _same_name(model: Classifier, first: int, second: int) -> Diagnostic:
+    name = model.layers[second].name
+    where = f"[model] layers[{second}] ({model.layers[second].kind})"
+    return config_value(
+        f"layers {first} and {second} are both named {name!r}: a weights file names its "
+        "tensors after the layers, so each name must be unique",
+        stage="[model] layers",
+        expected="a unique name per layer",
+        got=f"name = {name!r} twice",
+        hint=f'name = "{name}_{second}" in {where}',
+    )
 
 
 def _file_shape(target: Target) -> Shape:

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from typedpipe.contracts import ContractError, Diagnostic
+from typedpipe.contracts import ConfigError, ContractError, Diagnostic
 from typedpipe.models.classifier import Classifier
 from typedpipe.models.layouts import TensorMap as TensorMap
 from typedpipe.models.weightfiles import read_index as read_index
@@ -73,7 +74,7 @@ def weights_diagnostics(
     """
     try:
         comparison = inspect_weights(model, path)
-    except ContractError as err:
+    except (ContractError, ConfigError) as err:
         return list(err.diagnostics)
     if not comparison.fits:
         return [mismatch(comparison, str(path), what, len(plan_for(model, path)))]
@@ -119,9 +120,10 @@ def _translate(array: np.ndarray, target: Target) -> np.ndarray:
 
 
 def assign(model: nnx.Module, loaded: Loaded) -> None:
-    """Put each of `loaded`'s arrays into its Variable of `model` (jit-safe)."""
+    """Put each of `loaded`'s arrays into its Variable of `model` (jit-safe: traced arrays
+    stay traced, host arrays become device arrays)."""
     for path, value in zip(loaded.paths, loaded.arrays, strict=True):
-        variable(model, path).set_value(value)
+        variable(model, path).set_value(jnp.asarray(value))
 
 
 def load_weights(model: Classifier, path: str | Path, what: str = "the model") -> Classifier:

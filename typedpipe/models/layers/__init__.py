@@ -17,6 +17,8 @@ from typedpipe.models.layers.pooling import AvgPool as AvgPool
 from typedpipe.models.layers.pooling import GlobalAvgPool as GlobalAvgPool
 from typedpipe.models.layers.pooling import MaxPool as MaxPool
 from typedpipe.models.layers.residual import Residual as Residual
+from typedpipe.models.layers.resnet import BasicBlock as BasicBlock
+from typedpipe.models.layers.resnet import Bottleneck as Bottleneck
 
 for _builtin in (
     Conv,
@@ -28,6 +30,8 @@ for _builtin in (
     BatchNorm,
     Dropout,
     Residual,
+    BasicBlock,
+    Bottleneck,
     ConvNormAct,
     SqueezeExcite,
     InvertedResidual,

@@ -36,6 +36,8 @@ for _name, _architecture in (
     ("sequential", small.sequential),
     ("resnet20", resnet.resnet20),
     ("resnet18", resnet.resnet18),
+    ("resnet34", resnet.resnet34),
+    ("resnet50", resnet.resnet50),
     ("mobilenet_v3_small", mobilenet.mobilenet_v3_small),
     ("mobilenet_v3_large", mobilenet.mobilenet_v3_large),
     ("efficientnet_b0", efficientnet.efficientnet_b0),

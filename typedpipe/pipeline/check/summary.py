@@ -1,5 +1,7 @@
 """The shape flow of a whole pipeline: the data's spec, every stage, every layer."""
 
+from pathlib import Path
+
 from flax import nnx
 
 from typedpipe.contracts import ContractError, ImageSpec
@@ -38,5 +40,6 @@ def summarize(config: Config, survey: Survey | None = None) -> list[Row]:
     rows = stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
     if m.weights is not None:
         # One line: where the weights come from, and whether the head starts new.
-        rows.append(Row("weights", "file", weights_line(config, model)))
+        kind = "bundle" if Path(m.weights).is_dir() else "safetensors"
+        rows.append(Row("weights", kind, weights_line(config, model)))
     return rows
