@@ -26,6 +26,13 @@ CASES = {
     "residual": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
     "basic_block": ({"in_features": 3, "features": 8, "stride": 2}, (9, 9, 3), (5, 5, 8)),
     "bottleneck": ({"in_features": 8, "features": 8, "stride": 2}, (7, 6, 8), (4, 3, 8)),
+    "conv_bn": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
+    "squeeze_excite": ({"in_features": 8, "squeeze": 2}, (4, 4, 8), (4, 4, 8)),
+    "inverted_residual": (
+        {"in_features": 4, "features": 8, "expand": 16, "kernel": 5, "stride": 2, "squeeze": 4},
+        (9, 9, 4),
+        (5, 5, 8),
+    ),
 }
 
 # A wrong input per type: per-image shape, dtype, expected code.
@@ -41,6 +48,9 @@ BROKEN = {
     "residual": ((8, 8, 4), jnp.float32, "shape.channels"),
     "basic_block": ((8, 8), jnp.float32, "shape.rank"),
     "bottleneck": ((8, 8, 8), jnp.int32, "dtype.input"),
+    "conv_bn": ((8, 8, 3), jnp.int32, "dtype.input"),
+    "squeeze_excite": ((4, 8), jnp.float32, "shape.rank"),
+    "inverted_residual": ((9, 9, 3), jnp.float32, "shape.channels"),
 }
 
 

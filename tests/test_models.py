@@ -19,6 +19,9 @@ INPUTS = {
     "resnet34": (8, 8, 3),
     "resnet50": (8, 8, 3),
     "sequential": (8, 8, 1),
+    "mobilenet_v3_small": (32, 32, 3),
+    "mobilenet_v3_large": (32, 32, 3),
+    "efficientnet_b0": (32, 32, 3),
 }
 LAYERS = (
     {"type": "conv", "features": 8, "activation": "relu"},

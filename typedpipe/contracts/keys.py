@@ -155,6 +155,19 @@ def _checkable(hint: Any) -> Any:
     return hint
 
 
+def _for_key(diagnostic: Diagnostic, names: NameSet, key: str) -> Diagnostic:
+    """A registry's miss, its `got` and fix naming `key`: a registry named for one key
+    (`activation`) also serves others (`se_gate`), which its own diagnostic would miss."""
+    own = getattr(names, "key", key)
+    if own == key:
+        return diagnostic
+    return dataclasses.replace(
+        diagnostic,
+        got=diagnostic.got.replace(f"{own} = ", f"{key} = ", 1),
+        hint=diagnostic.hint.replace(f"{own} = ", f"{key} = ", 1),
+    )
+
+
 def _name_set(hint: Any) -> NameSet | None:
     if typing.get_origin(hint) is Annotated:
         return next((m for m in hint.__metadata__ if isinstance(m, NameSet)), None)
@@ -246,7 +259,9 @@ def validate(
         value = _tupled(raw)
         names = _name_set(hint)
         if names is not None and isinstance(value, str) and value not in names:
-            found.append(names.unknown(value, where=line(key) or where, place=where))
+            found.append(
+                _for_key(names.unknown(value, where=line(key) or where, place=where), names, key)
+            )
             continue
         wrong_bool = _holds_bool(value) and not _admits_bool(hint)
         if (

@@ -9,6 +9,9 @@ from typedpipe.models.layers.conv import Conv as Conv
 from typedpipe.models.layers.core import Dense as Dense
 from typedpipe.models.layers.core import Dropout as Dropout
 from typedpipe.models.layers.core import Flatten as Flatten
+from typedpipe.models.layers.mobile import ConvNormAct as ConvNormAct
+from typedpipe.models.layers.mobile import InvertedResidual as InvertedResidual
+from typedpipe.models.layers.mobile import SqueezeExcite as SqueezeExcite
 from typedpipe.models.layers.norm import BatchNorm as BatchNorm
 from typedpipe.models.layers.pooling import AvgPool as AvgPool
 from typedpipe.models.layers.pooling import GlobalAvgPool as GlobalAvgPool
@@ -29,5 +32,8 @@ for _builtin in (
     Residual,
     BasicBlock,
     Bottleneck,
+    ConvNormAct,
+    SqueezeExcite,
+    InvertedResidual,
 ):
     register_layer(_builtin)

@@ -69,6 +69,9 @@ for _name, _fn in (
     ("elu", jax.nn.elu),
     ("leaky_relu", jax.nn.leaky_relu),
     ("softplus", jax.nn.softplus),
+    # MobileNetV3's: x * relu6(x + 3) / 6 and relu6(x + 3) / 6, as torch defines them.
+    ("hardswish", jax.nn.hard_swish),
+    ("hardsigmoid", jax.nn.hard_sigmoid),
 ):
     ACTIVATIONS.register(_name, _fn)
 
@@ -80,6 +83,8 @@ PositiveInt = Annotated[int, Is[lambda n: n > 0], "an int > 0"]
 # no value overflows a shape or an abstract build.
 Size = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
 Rate = Annotated[float, Is[lambda r: 0.0 <= r < 1.0], "a number in [0, 1)"]
+# Batch norm's epsilon: torchvision's models use 1e-5 and 1e-3.
+Epsilon = Annotated[float, Is[lambda e: 0.0 < e <= 0.1], "a number in (0, 0.1]"]
 #: Pixels of zeros added on every side of an image (`padding = 3`, as PyTorch's
 #: `padding=3`), beside XLA's "same" and "valid".
 Pixels = Annotated[int, Is[lambda n: 0 <= n <= 65536], "an int in [0, 65536]"]

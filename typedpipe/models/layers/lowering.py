@@ -60,26 +60,29 @@ def _spatial_pads(padding: str | int) -> str | list[tuple[int, int]]:
     return [(padding, padding), (padding, padding)]
 
 
-def _xla_conv(x: Array, kernel: Array, stride: int, padding: str | int) -> Array:
+def _xla_conv(x: Array, kernel: Array, stride: int, padding: str | int, groups: int) -> Array:
     return lax.conv_general_dilated(
         x,
         kernel,
         (stride, stride),
         _spatial_pads(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 
 def conv2d(
     x: Float[Array, "b h w c"],
-    kernel: Float[Array, "k k c f"],
+    kernel: Float[Array, "k k c/groups f"],
     stride: int,
     padding: str | int,
+    groups: int = 1,
 ) -> Float[Array, "b oh ow f"]:
-    """A square-kernel 2-D convolution, NHWC: "same", "valid", or `padding` zeros on every side."""
+    """A square-kernel 2-D convolution, NHWC: "same", "valid", or `padding`
+    zeros on every side (torch's); `groups` > 1 splits the channels (depthwise: c)."""
     if chosen() == "native":
-        return _xla_conv(x, kernel, stride, padding)
-    return _xla_conv(materialized(x), kernel, stride, padding)
+        return _xla_conv(x, kernel, stride, padding, groups)
+    return _xla_conv(materialized(x), kernel, stride, padding, groups)
 
 
 def materialized(x: Array) -> Array:
