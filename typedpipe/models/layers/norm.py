@@ -1,4 +1,4 @@
-"""Batch normalisation."""
+"""Normalisation: batch norm (over the batch) and layer norm (over features)."""
 
 import math
 
@@ -39,3 +39,49 @@ class BatchNorm(Layer):
         self, x: Float[Array, "b h w {self.features}"]
     ) -> Float[Array, "b h w {self.features}"]:
         return self.activate(self.norm(x))
+
+
+#: torchvision's ConvNeXt and ViT and timm's ViT all normalise with this epsilon.
+LAYER_NORM_EPSILON = 1e-6
+
+
+def layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """flax's LayerNorm as torch computes it: epsilon 1e-6, the variance in two passes
+    (flax's default, E[x^2] - E[x]^2, loses digits where the mean is large)."""
+    return nnx.LayerNorm(
+        features, epsilon=LAYER_NORM_EPSILON, use_fast_variance=False, rngs=rngs
+    )
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the last axis: per pixel (channels-last) or per token.
+
+    `b *rest in_features -> b *rest in_features`.
+    """
+
+    kind = "layernorm"
+
+    def __init__(self, in_features: int, *, name: str = "layernorm", rngs: nnx.Rngs):
+        self.name, self.features = name, in_features
+        self.norm = layer_norm(in_features, rngs)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if not shape or shape[-1] != self.features:
+            self._reject(
+                shape,
+                f"{self.name} normalises {self.features} features, got {'x'.join(map(str, shape)) or 'none'}",
+                f"b ... {self.features}",
+                f"make the previous layer output {self.features} features",
+            )
+        return shape
+
+    def flops(self, shape: Shape) -> int:
+        # The mean, the variance, normalising, scale and shift: about 5 per element.
+        return 5 * math.prod(shape)
+
+    @contract
+    def __call__(
+        self,
+        x: Float[Array, "b *rest {self.features}"],  # noqa: F821
+    ) -> Float[Array, "b *rest {self.features}"]:  # noqa: F821
+        return self.norm(x)
