@@ -16,6 +16,9 @@ INPUTS = {
     "lenet": (32, 32, 1),
     "resnet20": (8, 8, 3),
     "resnet18": (8, 8, 3),
+    "convnext_tiny": (32, 32, 3),
+    "vit_b_16": (16, 16, 3),
+    "vit_s_16": (16, 16, 3),
     "sequential": (8, 8, 1),
 }
 LAYERS = (

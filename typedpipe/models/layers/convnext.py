@@ -14,7 +14,7 @@ from jaxtyping import Array, Float
 
 from typedpipe.contracts import contract
 from typedpipe.models.layers.base import Layer, Rate, Shape
-from typedpipe.models.layers.norm import layer_norm
+from typedpipe.models.layers.norm import layer_norm, normalised
 
 #: A layer scale's initial value: torchvision starts every block at 1e-6.
 LayerScale = Annotated[float, Is[lambda s: 0.0 < s <= 1.0], "a number in (0, 1]"]
@@ -81,9 +81,8 @@ class ConvNeXtBlock(Layer):
         self, x: Float[Array, "b h w {self.features}"]
     ) -> Float[Array, "b h w {self.features}"]:
         self.output_shape(x.shape[1:])
-        y = self.norm(self.depthwise(x))
+        y = normalised(self.norm, self.depthwise(x))
         # torch's nn.GELU is the exact (erf) one; jax's default is the tanh approximation.
         y = self.project(jax.nn.gelu(self.expand(y), approximate=False))
         y = y * self.scale[...].reshape(1, 1, 1, -1)  # explicit rank: strict promotion
         return x + self.dropped(y)
-

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 from flax import nnx
 from jaxtyping import Array, Float
 
@@ -48,9 +49,15 @@ LAYER_NORM_EPSILON = 1e-6
 def layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """flax's LayerNorm as torch computes it: epsilon 1e-6, the variance in two passes
     (flax's default, E[x^2] - E[x]^2, loses digits where the mean is large)."""
-    return nnx.LayerNorm(
-        features, epsilon=LAYER_NORM_EPSILON, use_fast_variance=False, rngs=rngs
-    )
+    return nnx.LayerNorm(features, epsilon=LAYER_NORM_EPSILON, use_fast_variance=False, rngs=rngs)
+
+
+def normalised(norm: nnx.LayerNorm, x: Array) -> Array:
+    """`norm(x)`. flax computes the statistics of bfloat16 or float16 input in float32
+    by promoting the two dtypes, which strict promotion refuses. Inputs and parameters of
+    one dtype give that dtype back."""
+    with jax.numpy_dtype_promotion("standard"):
+        return norm(x)
 
 
 class LayerNorm(Layer):
@@ -69,7 +76,8 @@ class LayerNorm(Layer):
         if not shape or shape[-1] != self.features:
             self._reject(
                 shape,
-                f"{self.name} normalises {self.features} features, got {'x'.join(map(str, shape)) or 'none'}",
+                f"{self.name} normalises {self.features} features, got "
+                f"{'x'.join(map(str, shape)) or 'none'}",
                 f"b ... {self.features}",
                 f"make the previous layer output {self.features} features",
             )
@@ -82,6 +90,6 @@ class LayerNorm(Layer):
     @contract
     def __call__(
         self,
-        x: Float[Array, "b *rest {self.features}"],  # noqa: F821
-    ) -> Float[Array, "b *rest {self.features}"]:  # noqa: F821
-        return self.norm(x)
+        x: Float[Array, "b *rest {self.features}"],
+    ) -> Float[Array, "b *rest {self.features}"]:
+        return normalised(self.norm, x)

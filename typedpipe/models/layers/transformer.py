@@ -1,10 +1,11 @@
 """The Vision Transformer's layers (Dosovitskiy et al., 2021): patches to tokens, the class
-token and position embedding, the pre-norm encoder block, and pooling tokens to features.
+token and the position embedding, the pre-norm encoder block, and pooling tokens to features.
 
 Tokens are `b n d`: n tokens of d features per image.
 """
 
 import math
+import typing
 from typing import Any, Literal
 
 import jax
@@ -14,11 +15,15 @@ from jaxtyping import Array, Float
 
 from typedpipe.contracts import ConfigError, contract
 from typedpipe.contracts.diagnostics import config_value
-from typedpipe.models.layers.base import THIS_LAYER, Layer, Shape, Size, dims
-from typedpipe.models.layers.norm import layer_norm
+from typedpipe.models.layers.base import THIS_LAYER, Layer, Shape, Size, check_choice, dims
+from typedpipe.models.layers.norm import layer_norm, normalised
 
 # torchvision's initialisation of the encoder's linear layers (timm's is the same family).
 _LINEAR_INIT = nnx.initializers.xavier_uniform()
+
+#: Whose names a layer's tensors have in a weights file: torchvision's or timm's.
+Naming = Literal["torchvision", "timm"]
+NAMINGS: tuple[str, ...] = typing.get_args(Naming)
 
 
 def _require_tokens(layer: Layer, shape: Shape, features: int) -> None:
@@ -93,12 +98,37 @@ def nearest_multiple(size: int, step: int) -> int:
     return max(step, (size + step // 2) // step * step)
 
 
-class PositionEmbedding(Layer):
-    """Prepend a learned class token (with `class_token`), then add a learned embedding
-    per position. `b n in_features -> b n+1 in_features` (`b n in_features` without).
+class ClassToken(Layer):
+    """Prepend a learned class token, the token a classifier head reads.
+    `b n in_features -> b n+1 in_features`."""
 
-    The embedding has one row per token of the configured input: a model built for
-    another image size has another number of positions.
+    kind = "class_token"
+
+    def __init__(self, in_features: int, *, name: str = "class_token", rngs: nnx.Rngs):
+        del rngs  # torchvision starts the class token at zero.
+        self.name, self.features = name, in_features
+        # Held as the reference holds it, one token of a batch of one: `1 1 features`.
+        self.token = nnx.Param(jnp.zeros((1, 1, in_features), jnp.float32))
+
+    def output_shape(self, shape: Shape) -> Shape:
+        _require_tokens(self, shape, self.features)
+        return (shape[0] + 1, self.features)
+
+    @contract
+    def __call__(
+        self, x: Float[Array, "b n {self.features}"]
+    ) -> Float[Array, "b n+1 {self.features}"]:
+        token = jnp.broadcast_to(self.token[...].astype(x.dtype), (x.shape[0], 1, self.features))
+        return jnp.concatenate([token, x], axis=1)
+
+
+class PositionEmbedding(Layer):
+    """Add a learned embedding per position. `b in_tokens in_features -> b in_tokens
+    in_features`.
+
+    The embedding has one row per token of the configured input (`in_tokens`, from the
+    previous layer): a model built for another image size has another number of
+    positions, and its weights do not fit this one.
     """
 
     kind = "position_embedding"
@@ -107,18 +137,15 @@ class PositionEmbedding(Layer):
         self,
         in_features: int,
         in_tokens: int,
-        class_token: bool = True,
         *,
         name: str = "position_embedding",
         rngs: nnx.Rngs,
     ):
-        self.name, self.features, self.in_tokens = name, in_features, in_tokens
-        self.class_token = class_token
-        self.tokens = in_tokens + int(class_token)
-        # torchvision starts the class token at zero and positions at N(0, 0.02^2).
-        self.cls = nnx.Param(jnp.zeros((in_features,), jnp.float32)) if class_token else None
-        self.positions = nnx.Param(
-            nnx.initializers.normal(stddev=0.02)(rngs.params(), (self.tokens, in_features))
+        self.name, self.features, self.tokens = name, in_features, in_tokens
+        # Held as the reference holds it, `1 tokens features`; torchvision and timm start
+        # it at N(0, 0.02^2).
+        self.embedding = nnx.Param(
+            nnx.initializers.normal(stddev=0.02)(rngs.params(), (1, in_tokens, in_features))
         )
 
     @classmethod
@@ -128,31 +155,29 @@ class PositionEmbedding(Layer):
 
     @classmethod
     def construct(cls, in_shape: Shape, *, name: str, rngs: nnx.Rngs, **params: Any) -> Layer:
-        params["in_tokens"] = in_shape[0] if len(in_shape) == 2 else 0
+        # Not tokens: one position, and `output_shape` says what is wrong.
+        params["in_tokens"] = in_shape[0] if len(in_shape) == 2 else 1
         return super().construct(in_shape, name=name, rngs=rngs, **params)
 
     def output_shape(self, shape: Shape) -> Shape:
         _require_tokens(self, shape, self.features)
-        if shape[0] != self.in_tokens:
+        if shape[0] != self.tokens:
             self._reject(
                 shape,
-                f"{self.name} embeds {self.in_tokens} positions, got {shape[0]} tokens",
-                f"b {self.in_tokens} {self.features}",
+                f"{self.name} embeds {self.tokens} positions, got {shape[0]} tokens",
+                f"b {self.tokens} {self.features}",
                 "build the model for the image size it is given ([model] input)",
             )
-        return (self.tokens, self.features)
+        return shape
 
     def flops(self, shape: Shape) -> int:
         return math.prod(self.output_shape(shape))
 
     @contract
     def __call__(
-        self, x: Float[Array, "b {self.in_tokens} {self.features}"]
+        self, x: Float[Array, "b {self.tokens} {self.features}"]
     ) -> Float[Array, "b {self.tokens} {self.features}"]:
-        if self.cls is not None:
-            cls = jnp.broadcast_to(self.cls[...].astype(x.dtype), (x.shape[0], 1, self.features))
-            x = jnp.concatenate([cls, x], axis=1)
-        return x + self.positions[...].astype(x.dtype)[None]
+        return x + self.embedding[...].astype(x.dtype)
 
 
 class EncoderBlock(Layer):
@@ -169,10 +194,13 @@ class EncoderBlock(Layer):
         in_features: int,
         heads: Size,
         mlp_features: Size,
+        naming: Naming = "torchvision",
         *,
         name: str = "encoder_block",
         rngs: nnx.Rngs,
     ):
+        check_choice(name, "naming", naming, NAMINGS)
+        self.naming = naming
         if in_features % heads:
             divisors = [h for h in range(1, in_features + 1) if in_features % h == 0]
             nearest = min(divisors, key=lambda h: (abs(h - heads), h))
@@ -232,9 +260,9 @@ class EncoderBlock(Layer):
     def __call__(
         self, x: Float[Array, "b n {self.features}"]
     ) -> Float[Array, "b n {self.features}"]:
-        x = x + self.attend(self.norm1(x))
+        x = x + self.attend(normalised(self.norm1, x))
         # torch's nn.GELU is the exact (erf) one; jax's default is the tanh approximation.
-        return x + self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
+        return x + self.fc2(jax.nn.gelu(self.fc1(normalised(self.norm2, x)), approximate=False))
 
 
 class TokenPool(Layer):
@@ -251,6 +279,7 @@ class TokenPool(Layer):
         rngs: nnx.Rngs,
     ):
         del rngs  # Pooling has no parameters.
+        check_choice(name, "pool", pool, ("class", "mean"))
         self.name, self.pool = name, pool
 
     def output_shape(self, shape: Shape) -> Shape:
