@@ -26,6 +26,7 @@ from jaxtyping import Array
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, hints
 from typedpipe.contracts.diagnostics import config_value, model_shape
 from typedpipe.contracts.keys import validate
+from typedpipe.models.layouts import TensorMap
 from typedpipe.registry import Registry
 
 Shape = tuple[int, ...]
@@ -197,6 +198,11 @@ class Layer(nnx.Module):
     def flops(self, shape: Shape) -> int:
         """Floating-point operations per image for an input of `shape` (2 per multiply-add)."""
         return 0
+
+    def tensors(self) -> list[TensorMap]:
+        """Where each tensor of a PyTorch state dict goes in this layer (see `TensorMap`):
+        the file names are relative to the layer's `name`. A layer without weights has none."""
+        return []
 
     def _reject(self, shape: Shape, message: str, expected: str, hint: str):
         got = f"b {' '.join(map(str, shape))}"

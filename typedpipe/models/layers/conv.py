@@ -16,6 +16,7 @@ from typedpipe.models.layers.base import (
     spatial_out,
 )
 from typedpipe.models.layers.lowering import conv2d
+from typedpipe.models.layouts import TensorMap
 
 
 class Conv(Layer):
@@ -62,6 +63,11 @@ class Conv(Layer):
     def flops(self, shape: Shape) -> int:
         height, width, _ = self.output_shape(shape)
         return 2 * height * width * self.kernel**2 * self.in_features * self.features
+
+    def tensors(self) -> list[TensorMap]:
+        kernel = TensorMap("weight", ("conv", "kernel"), "oihw_hwio")
+        bias = [TensorMap("bias", ("conv", "bias"))] if self.conv.bias is not None else []
+        return [kernel, *bias]
 
     @contract
     def __call__(
