@@ -3,6 +3,7 @@ torchvision's convnext_tiny and vit_b_16, timm's vit_small_patch16_224 (random w
 nothing downloaded). Parameter counts, FLOPs, the input rules, and eval-mode logits."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -131,6 +132,43 @@ def test_an_input_the_model_cannot_take_names_the_nearest_that_fits(name, size, 
 def test_position_embedding_is_sized_to_the_configured_input():
     rows = {row.name: row for row in layer_rows(abstract("vit_b_16", (32, 48, 3)))}
     assert rows["encoder.pos_embedding"].params == (2 * 3 + 1) * 768
+
+
+def cli(capsys, tmp_path, command, config):
+    """`typedpipe COMMAND config.toml --json`, in this process: (exit code, the JSON)."""
+    import tomli_w
+
+    from typedpipe.cli import main
+
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(config))
+    code = main([command, str(path), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_check_names_the_input_that_fits_and_summary_counts_the_reference(tmp_path, capsys):
+    from typedpipe.cli import EXIT_INVALID, EXIT_OK
+
+    config = {
+        "data": {"source": "synthetic", "num_samples": 40},
+        "model": {"name": "vit_s_16", "input": [60, 60, 3], "num_classes": 4},
+        "train": {"batch_size": 4},
+    }
+    code, result = cli(capsys, tmp_path, "check", config)
+    assert code == EXIT_INVALID
+    (diagnostic,) = result["diagnostics"]
+    assert (diagnostic["code"], diagnostic["stage"]) == ("model.shape", "model")
+    assert diagnostic["hint"].startswith("input = [64, 64, 3] under [model]")
+    config["model"]["input"] = [64, 64, 3]  # the hint, followed
+    code, result = cli(capsys, tmp_path, "summary", config)
+    assert code == EXIT_OK
+    rows = {row["name"]: row for row in result["rows"]}
+    assert rows["pos_embed"]["output"] == "b 17 384"
+    assert rows["head"]["params"] == 384 * 4 + 4
+    reference = sum(
+        p.numel() for p in on_meta("vit_s_16", image_size=64, num_classes=4).parameters()
+    )
+    assert result["params"] == reference
 
 
 # --- layers ----------------------------------------------------------------------------------
