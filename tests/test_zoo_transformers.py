@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from typedpipe import ConfigError, ContractError, build_model
+from typedpipe import ContractError, build_model
 from typedpipe.models.layers import LAYERS
 from typedpipe.models.summary import layer_rows
 
@@ -186,14 +186,24 @@ def test_stochastic_depth_drops_whole_images_in_training_only():
     np.testing.assert_allclose((y - x)[~dropped], 2 * residual[~dropped], rtol=1e-4, atol=1e-5)
 
 
-def test_heads_must_divide_features():
-    with pytest.raises(ConfigError) as info:
-        LAYERS["encoder_block"](10, heads=4, mlp_features=8, name="enc", rngs=nnx.Rngs(0))
+def test_heads_must_divide_the_features_of_the_tokens():
+    layers = [
+        {"type": "patch_embed", "features": 10, "patch": 8},
+        {"type": "encoder_block", "heads": 4, "mlp_features": 8},
+        {"type": "token_pool"},
+        {"type": "dense", "features": 3},
+    ]
+    with pytest.raises(ContractError) as info:
+        build_model("sequential", (16, 16, 3), 3, layers, rngs=nnx.Rngs(0))
     diagnostic = info.value.diagnostic
-    assert (diagnostic.code, diagnostic.stage, diagnostic.hint) == (
-        "config.value",
-        "enc",
-        "heads = 5",
+    assert (diagnostic.code, diagnostic.stage) == ("model.shape", "encoder_block1")
+    assert diagnostic.hint == "heads = 5 in [model] layers[1] (encoder_block)"
+    layers[1]["heads"] = 5  # the hint, followed
+    assert (
+        nnx.eval_shape(lambda: build_model("sequential", (16, 16, 3), 3, layers, rngs=nnx.Rngs(0)))
+        .layers[1]
+        .heads
+        == 5
     )
 
 

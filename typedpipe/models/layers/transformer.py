@@ -13,8 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
-from typedpipe.contracts import ConfigError, contract
-from typedpipe.contracts.diagnostics import config_value
+from typedpipe.contracts import contract
 from typedpipe.models.layers.base import THIS_LAYER, Layer, Shape, Size, check_choice, dims
 from typedpipe.models.layers.norm import layer_norm, layer_norm_tensors, normalised
 from typedpipe.models.layouts import TensorMap
@@ -237,18 +236,6 @@ class EncoderBlock(Layer):
     ):
         check_choice(name, "naming", naming, NAMINGS)
         self.naming = naming
-        if in_features % heads:
-            divisors = [h for h in range(1, in_features + 1) if in_features % h == 0]
-            nearest = min(divisors, key=lambda h: (abs(h - heads), h))
-            raise ConfigError(
-                config_value(
-                    f"{name}: {in_features} features do not split into {heads} heads",
-                    stage=name,
-                    expected=f"heads dividing {in_features}",
-                    got=f"heads = {heads}",
-                    hint=f"heads = {nearest}",
-                )
-            )
         self.name, self.features, self.heads, self.mlp_features = (
             name,
             in_features,
@@ -270,6 +257,15 @@ class EncoderBlock(Layer):
 
     def output_shape(self, shape: Shape) -> Shape:
         _require_tokens(self, shape, self.features)
+        if self.features % self.heads:
+            divisors = [h for h in range(1, self.features + 1) if self.features % h == 0]
+            nearest = min(divisors, key=lambda h: (abs(h - self.heads), h))
+            self._reject(
+                shape,
+                f"{self.name}: {self.features} features do not split into {self.heads} heads",
+                f"b n d with d a multiple of heads = {self.heads}",
+                f"heads = {nearest} in {THIS_LAYER}",
+            )
         return shape
 
     def flops(self, shape: Shape) -> int:
@@ -319,6 +315,7 @@ class EncoderBlock(Layer):
     def __call__(
         self, x: Float[Array, "b n {self.features}"]
     ) -> Float[Array, "b n {self.features}"]:
+        self.output_shape(x.shape[1:])
         x = x + self.attend(normalised(self.norm1, x))
         # torch's nn.GELU is the exact (erf) one; jax's default is the tanh approximation.
         return x + self.fc2(jax.nn.gelu(self.fc1(normalised(self.norm2, x)), approximate=False))
