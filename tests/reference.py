@@ -29,10 +29,11 @@ def randomize_norms(torch_model, seed: int = 0) -> None:
     the identity, so that a wrong mapping of them shows in the logits."""
     import torch
 
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in torch_model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            if isinstance(module, norms):
                 size = module.num_features
                 module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
                 module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)

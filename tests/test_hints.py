@@ -712,6 +712,12 @@ ELSEWHERE = {
     "bundle.corrupt": "test_export.py",
     "data.permission": "test_hostile.py",  # root reads anything: tested with care there
     "devices.collectives": "test_cli.py",  # a warning of --devices; the command goes on
+    # A weights file's fit, read from its header; each hint's action is tested there.
+    "weights.mismatch": "test_weights.py",
+    "weights.new_head": "test_weights.py",
+    "weights.missing": "test_weights.py",
+    "weights.format": "test_weights.py",
+    "weights.corrupt": "test_weights.py",
 }
 
 

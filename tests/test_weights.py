@@ -7,6 +7,11 @@ misshapen, pickled, garbage, lying headers) must each be one diagnostic naming
 the tensors, found from the header alone.
 """
 
+import json
+import shlex
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -16,12 +21,15 @@ import pytest
 from flax import nnx
 from jaxtyping import Array, Float
 
-from typedpipe.contracts import contract
+from typedpipe.contracts import ContractError, Diagnostic, contract
 from typedpipe.models import LAYERS, Layer, build_model
 from typedpipe.models.layouts import LAYOUTS, TensorMap, linear_after_flatten
 from typedpipe.models.weights import (
     expected_tensors,
+    load_weights,
     read_index,
+    variable,
+    weights_diagnostics,
 )
 
 torch = pytest.importorskip("torch")
@@ -143,9 +151,27 @@ def test_a_dense_layer_after_a_flatten_reads_pytorch_channel_order(reference, ji
     )
 
 
-def test_a_residual_block_with_a_projection_equals_pytorch(reference):
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_a_residual_block_with_a_projection_equals_pytorch(reference, jit):
     torch.manual_seed(2)
-    reference.assert_same_logits(ResidualNet(), "sequential", (6, 6, 3), 4, layers=RESIDUAL)
+    reference.assert_same_logits(
+        ResidualNet(), "sequential", (6, 6, 3), 4, layers=RESIDUAL, jit=jit
+    )
+
+
+class Unnormalised(SmallCNN):
+    """small_cnn with its second batch norm left out: the same tensors, other logits."""
+
+    def forward(self, x):
+        x = self.batchnorm1(torch.relu(self.conv0(x)))
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.dense9(torch.relu(self.conv6(torch.relu(self.conv4(x)))).mean((2, 3)))
+
+
+def test_the_reference_check_fails_on_a_model_that_differs(reference):
+    torch.manual_seed(0)
+    with pytest.raises(AssertionError, match="small_cnn: logits differ by"):
+        reference.assert_same_logits(Unnormalised(), "small_cnn", (8, 8, 1), 10)
 
 
 def test_expected_tensors_are_pytorch_names_and_shapes():
@@ -173,7 +199,7 @@ def test_narrow_and_wide_floats_become_the_variable_dtype(small_file, tmp_path, 
     path = save(state, tmp_path / f"{dtype}.safetensors")
     model = build_model("small_cnn", (8, 8, 1), 10, weights=path, rngs=nnx.Rngs(0))
     kernel = model.layers[0].conv.kernel[...]
-    assert kernel.dtype == jnp.float32
+    assert isinstance(kernel, jax.Array) and kernel.dtype == jnp.float32
     want = state["conv0.weight"].to(torch.float32).numpy().transpose(2, 3, 1, 0)
     np.testing.assert_array_equal(np.asarray(kernel), want)
 
@@ -273,9 +299,452 @@ def test_a_fused_qkv_projection_maps_onto_per_head_kernels(reference):
         reference.assert_same_logits(net, "sequential", (4, 4, 3), 3, layers=layers)
 
 
+def test_a_channel_scale_drops_its_nchw_axes():
+    layout = LAYOUTS.get("channel_scale")
+    scale = np.arange(4.0).reshape(4, 1, 1)
+    assert layout.file_shape((4,)) == (4, 1, 1)
+    np.testing.assert_array_equal(layout.forward(scale, (4,)), np.arange(4.0))
+
+
 def test_the_flatten_layout_reorders_rows_from_chw_to_hwc():
     h, w, c, out = 2, 3, 4, 5
     weight = np.random.default_rng(0).normal(size=(out, c * h * w))
     x = np.random.default_rng(1).normal(size=(c, h, w))
     kernel = linear_after_flatten(h, w, c).forward(weight, (h * w * c, out))
     np.testing.assert_allclose(x.transpose(1, 2, 0).reshape(-1) @ kernel, weight @ x.reshape(-1))
+
+
+# --- faults: one diagnostic, from the header alone ------------------------------------------
+
+
+def mismatch_of(path, model=None) -> Diagnostic:
+    (found,) = weights_diagnostics(model if model is not None else abstract(), path)
+    assert found.code == "weights.mismatch" and found.stage == "[model] weights", found
+    return found
+
+
+def test_a_partial_file_names_every_missing_tensor(small_file, tmp_path):
+    net, _ = small_file
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("batchnorm5.")}
+    found = mismatch_of(save(state, tmp_path / "partial.safetensors"))
+    assert sorted(found.items) == [
+        "missing batchnorm5.bias 64",
+        "missing batchnorm5.running_mean 64",
+        "missing batchnorm5.running_var 64",
+        "missing batchnorm5.weight 64",
+    ]
+    assert found.total_items == 4 and "4 missing" in found.message
+    assert "save the whole state_dict()" in found.hint
+
+
+def test_an_extra_tensor_is_unused_and_named(small_file, tmp_path):
+    net, _ = small_file
+    state = {**net.state_dict(), "projector.weight": torch.zeros(3, 7)}
+    found = mismatch_of(save(state, tmp_path / "extra.safetensors"))
+    assert found.items == ("unused projector.weight 3x7 F32",)
+
+
+def test_a_wrong_shape_names_both_shapes(small_file, tmp_path):
+    net, _ = small_file
+    state = {**net.state_dict(), "conv2.weight": torch.zeros(32, 32, 5, 5)}
+    found = mismatch_of(save(state, tmp_path / "shape.safetensors"))
+    assert found.items == (
+        "shape conv2.weight: the model needs 32x32x3x3 F32, the file has 32x32x5x5 F32",
+    )
+
+
+def test_an_integer_tensor_where_floats_belong_is_a_mismatch(small_file, tmp_path):
+    net, _ = small_file
+    state = {**net.state_dict(), "conv0.bias": torch.zeros(32, dtype=torch.int64)}
+    found = mismatch_of(save(state, tmp_path / "int.safetensors"))
+    assert found.items == ("shape conv0.bias: the model needs 32 F32, the file has 32 I64",)
+
+
+class Unmapped(Layer):
+    """A layer registered without `tensors()`: its kernel has no PyTorch name."""
+
+    kind = "unmapped"
+
+    def __init__(self, in_features: int, *, name: str = "unmapped", rngs: nnx.Rngs):
+        self.name, self.features = name, in_features
+        self.scale = nnx.Param(jnp.ones((in_features,)))
+
+    def output_shape(self, shape):
+        return shape
+
+    @contract
+    def __call__(self, x: Float[Array, "b h w c"]) -> Float[Array, "b h w c"]:
+        return x * self.scale[...].reshape(1, 1, 1, -1)
+
+
+def test_a_variable_no_layer_maps_is_never_left_random_quietly(tiny_file):
+    _, path = tiny_file
+    layers = (TINY[0], {"type": "unmapped"}, *TINY[1:])
+    with LAYERS.temporary("unmapped", Unmapped):
+        found = mismatch_of(path, abstract("sequential", (8, 8, 1), 10, layers))
+    assert found.items[0] == (
+        "unmapped layers.1.scale 4: layer unmapped1 (unmapped) names no PyTorch tensor for it"
+    )
+    assert "with no PyTorch name" in found.message and "tensors()" in found.hint
+
+
+def test_two_layers_of_one_name_are_a_config_fault(tiny_file):
+    _, path = tiny_file
+    layers = ({**TINY[0], "name": "conv"}, {**TINY[0], "name": "conv"}, *TINY[1:])
+    (found,) = weights_diagnostics(abstract("sequential", (8, 8, 1), 10, layers), path)
+    assert found.code == "config.value" and "both named 'conv'" in found.message
+    assert found.hint == 'name = "conv_1" in [model] layers[1] (conv)'
+
+
+def test_a_dataparallel_prefix_is_recognised(small_file, tmp_path):
+    net, _ = small_file
+    state = {f"module.{k}": v for k, v in net.state_dict().items() if "num_batches" not in k}
+    found = mismatch_of(save(state, tmp_path / "dp.safetensors"))
+    assert "prefix 'module.'" in found.hint and "removeprefix('module.')" in found.hint
+    assert found.total_items == 2 * 18
+
+
+def test_the_mismatch_is_found_before_any_tensor_is_read(small_file, tmp_path, monkeypatch):
+    import typedpipe.models.weights as weights
+
+    net, _ = small_file
+    path = save({**net.state_dict(), "extra": torch.zeros(2)}, tmp_path / "x.safetensors")
+    monkeypatch.setattr(weights, "read_tensors", lambda *a: pytest.fail("read tensor data"))
+    model = build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
+    with pytest.raises(ContractError) as err:
+        load_weights(model, path)
+    assert [d.code for d in err.value.diagnostics] == ["weights.mismatch"]
+
+
+def test_a_new_head_loads_everything_else_bit_exact(small_file):
+    net, path = small_file
+    (note,) = weights_diagnostics(abstract(classes=3), path)
+    assert note.code == "weights.new_head" and note.severity == "warning"
+    assert note.message == (
+        "head dense9: new, 3 classes (the file has 10); every other tensor loaded"
+    )
+    model = build_model("small_cnn", (8, 8, 1), 3, weights=path, rngs=nnx.Rngs(7))
+    fresh = build_model("small_cnn", (8, 8, 1), 3, rngs=nnx.Rngs(7))
+    state = net.state_dict()
+    np.testing.assert_array_equal(
+        np.asarray(model.layers[4].conv.kernel[...]),
+        state["conv4.weight"].numpy().transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(model.layers[5].norm.var[...]), state["batchnorm5.running_var"].numpy()
+    )
+    # The head is as a fresh model of the same seed starts it: new, not read.
+    np.testing.assert_array_equal(
+        np.asarray(model.layers[9].linear.kernel[...]),
+        np.asarray(fresh.layers[9].linear.kernel[...]),
+    )
+
+
+def test_a_head_of_another_width_too_is_a_mismatch_not_a_new_head(small_file, tmp_path):
+    net, _ = small_file
+    state = {**net.state_dict(), "dense9.weight": torch.zeros(3, 65), "dense9.bias": torch.zeros(3)}
+    found = mismatch_of(save(state, tmp_path / "wide.safetensors"), abstract(classes=3))
+    assert "shape dense9.weight: the model needs 3x64 F32, the file has 3x65 F32" in found.items
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".ckpt"])
+def test_a_pickle_is_refused_unopened(small_file, tmp_path, suffix, monkeypatch):
+    net, _ = small_file
+    path = tmp_path / f"net{suffix}"
+    torch.save(net.state_dict(), path)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: pytest.fail("opened the pickle"))
+    (found,) = weights_diagnostics(abstract(), path)
+    assert found.code == "weights.format" and "never unpickles" in found.message
+    assert f'weights = "{path.with_suffix(".safetensors")}" under [model]' in found.hint
+
+
+def test_the_conversion_in_the_hint_works_as_written(small_file, tmp_path):
+    net, _ = small_file
+    path = tmp_path / "net.pth"
+    torch.save(net.state_dict(), path)
+    (found,) = weights_diagnostics(abstract(), path)
+    command = found.hint.split("convert it once: ")[1].split("; then ")[0]
+    # Run as written, by the Python that has torch, it gives a file that loads cleanly.
+    assert command.startswith("python -c ")
+    command = command.replace("python", shlex.quote(sys.executable), 1)
+    subprocess.run(command, shell=True, check=True, cwd=tmp_path, executable="/bin/bash")
+    assert weights_diagnostics(abstract(), path.with_suffix(".safetensors")) == []
+
+
+def test_a_missing_file_names_the_config_line(tmp_path):
+    (found,) = weights_diagnostics(abstract(), tmp_path / "nowhere.safetensors")
+    assert found.code == "weights.missing"
+    assert found.got == f'weights = "{tmp_path / "nowhere.safetensors"}"'
+    assert "under [model]" in found.hint
+
+
+def test_another_format_is_refused(tmp_path):
+    (tmp_path / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (found,) = weights_diagnostics(abstract(), tmp_path / "w.h5")
+    assert found.code == "weights.format" and found.got == "a .h5 file"
+
+
+def header_file(path: Path, header: dict, data: bytes = b"") -> Path:
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"garbage, not a header",
+        struct.pack("<Q", 2**62) + b"{}",  # a header length past any file
+        struct.pack("<Q", 5) + b"[1,2]",  # JSON, not an object of tensors
+    ],
+    ids=["empty", "garbage", "huge-length", "not-an-object"],
+)
+def test_garbage_is_corrupt_not_a_traceback(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    (found,) = weights_diagnostics(abstract(), path)
+    assert found.code == "weights.corrupt" and "cannot be read as safetensors" in found.message
+    assert "save_file" in found.hint
+
+
+def test_a_header_claiming_huge_shapes_is_refused_before_allocating(tmp_path):
+    huge = {"conv0.weight": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 16]}}
+    (found,) = weights_diagnostics(
+        abstract(), header_file(tmp_path / "h.safetensors", huge, bytes(16))
+    )
+    assert found.code == "weights.corrupt"
+    lying = {"conv0.weight": {"dtype": "F32", "shape": [4096, 4096], "data_offsets": [0, 2**26]}}
+    (found,) = weights_diagnostics(
+        abstract(), header_file(tmp_path / "l.safetensors", lying, bytes(16))
+    )
+    assert found.code == "weights.corrupt"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    (found,) = weights_diagnostics(abstract(), tmp_path / "pipe.safetensors")
+    assert found.code == "weights.corrupt" and "not a regular file" in found.message
+
+
+def test_a_pickle_named_safetensors_is_recognised(small_file, tmp_path):
+    net, _ = small_file
+    path = tmp_path / "disguised.safetensors"
+    torch.save(net.state_dict(), path)
+    (found,) = weights_diagnostics(abstract(), path)
+    assert found.code == "weights.corrupt" and found.got == "a PyTorch pickle named .safetensors"
+    assert "weights_only=True" in found.hint
+
+
+# --- the pipeline: config, check, summary, training, and a run's bundle as a warm start -----
+
+
+TINY = ({"type": "conv", "features": 4}, {"type": "gap"}, {"type": "dense", "features": 10})
+
+
+class Tiny(nn.Module):
+    """`TINY` in PyTorch: the smallest model a run trains (its step compiles fast)."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv0 = nn.Conv2d(1, 4, 3, padding="same")
+        self.dense2 = nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.dense2(self.conv0(x).mean((2, 3)))
+
+
+def pipeline_config(weights: Path | str | None, classes: int = 10, name: str = "small_cnn"):
+    import tomli_w
+
+    from typedpipe.pipeline.config import parse_config
+
+    model = {"name": name, "input": [8, 8, 1], "num_classes": classes}
+    if name == "sequential":
+        model["layers"] = [
+            {**entry, "features": classes} if entry["type"] == "dense" else entry for entry in TINY
+        ]
+    if weights is not None:
+        model["weights"] = str(weights)
+    table = {
+        "name": "warm",
+        "data": {"source": "synthetic", "num_samples": 160},
+        "model": model,
+        # A step this small leaves the weights where they started, to float32 precision.
+        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-30, "weight_decay": 0.0},
+    }
+    return parse_config(tomli_w.dumps(table))
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    torch.manual_seed(4)
+    net = Tiny()
+    return net, save(net.state_dict(), tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def warm_run(tiny_file, tmp_path_factory):
+    """A run trained (by steps too small to move anything) from `tiny_file`'s weights."""
+    from typedpipe.pipeline.run import train_run
+
+    _, path = tiny_file
+    run = tmp_path_factory.mktemp("run") / "warm"
+    train_run(pipeline_config(path, name="sequential"), run)
+    return run
+
+
+def bundle_arrays(folder: Path) -> dict:
+    from typedpipe.models.weightfiles import _bundle_tensors, read_index
+
+    return _bundle_tensors(folder, [name for name in read_index(folder) if "rngs" not in name])
+
+
+def test_training_starts_from_the_file(tiny_file, warm_run):
+    net, _ = tiny_file
+    trained = bundle_arrays(warm_run / "model")
+    state = net.state_dict()
+    np.testing.assert_allclose(
+        trained["layers.0.conv.kernel"], state["conv0.weight"].numpy().transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_allclose(trained["layers.2.linear.kernel"], state["dense2.weight"].numpy().T)
+
+
+def test_init_state_takes_the_weights_as_an_argument(small_file):
+    from typedpipe.pipeline.train.step import make_train
+
+    net, path = small_file
+    train = make_train(pipeline_config(path, classes=4), "int", steps_per_epoch=3)
+    initial = train.initial_weights()
+    assert initial is not None and len(initial.paths) == 16  # the head is new: 18 - 2
+    state = jax.jit(train.init_state)(jax.random.key(0), initial)
+    got = state.params["layers"][2]["conv"]["kernel"][...]
+    want = net.state_dict()["conv2.weight"].numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert state.params["layers"][9]["linear"]["kernel"][...].shape == (64, 4)
+    assert make_train(pipeline_config(None), "int", 3).initial_weights() is None
+
+
+def tiny(classes: int = 10):
+    return abstract(
+        "sequential", (8, 8, 1), classes, pipeline_config(None, classes, "sequential").model.layers
+    )
+
+
+def test_a_bundle_is_a_warm_start(warm_run):
+    bundle = warm_run / "model"
+    layers = pipeline_config(None, name="sequential").model.layers
+    model = build_model("sequential", (8, 8, 1), 10, layers, weights=bundle, rngs=nnx.Rngs(5))
+    trained = bundle_arrays(bundle)
+    assert sorted(trained) == [
+        "layers.0.conv.bias",
+        "layers.0.conv.kernel",
+        "layers.2.linear.bias",
+        "layers.2.linear.kernel",
+    ]
+    for name, want in trained.items():
+        _, index, *rest = name.split(".")
+        got = variable(model, ("layers", int(index), *rest))[...]
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_a_bundle_into_fewer_classes_starts_a_new_head(warm_run):
+    (note,) = weights_diagnostics(tiny(classes=4), warm_run / "model")
+    assert note.code == "weights.new_head"
+    assert note.message.startswith("head dense2: new, 4 classes (the file has 10)")
+
+
+def test_a_bundle_of_another_architecture_is_a_mismatch(warm_run):
+    found = mismatch_of(warm_run / "model", abstract())
+    assert (
+        "shape layers.0.conv.kernel: the model needs 3x3x1x32 F32, the file has 3x3x1x4 F32"
+        in found.items
+    )
+    assert "missing layers.1.norm.mean 32" in found.items
+
+
+def test_a_folder_that_is_no_bundle_is_refused(tmp_path):
+    (found,) = weights_diagnostics(abstract(), tmp_path)
+    assert found.code == "weights.corrupt" and "contract.json" in found.message
+    (tmp_path / "contract.json").write_text('{"format": "other"}')
+    (tmp_path / "weights").mkdir()
+    (found,) = weights_diagnostics(abstract(), tmp_path)
+    assert found.code == "weights.corrupt" and "not a typedpipe model contract" in found.message
+
+
+def test_summary_says_the_head_is_new_in_one_line(small_file):
+    from typedpipe.pipeline.check.summary import summarize
+
+    _, path = small_file
+    rows = summarize(pipeline_config(path, classes=3))
+    assert rows[-1].name == "weights"
+    assert rows[-1].output == (
+        "head dense9: new, 3 classes (the file has 10); every other tensor loaded"
+    )
+    assert summarize(pipeline_config(path))[-1].output == f"every tensor loaded from {path}"
+
+
+def test_summary_refuses_a_file_that_does_not_fit(small_file, tmp_path):
+    from typedpipe.pipeline.check.summary import summarize
+
+    net, _ = small_file
+    partial = save({"conv0.weight": net.conv0.weight}, tmp_path / "p.safetensors")
+    with pytest.raises(ContractError) as err:
+        summarize(pipeline_config(partial))
+    assert [d.code for d in err.value.diagnostics] == ["weights.mismatch"]
+
+
+def cli_check(capsys, tmp_path: Path, config) -> tuple[int, dict]:
+    from typedpipe.cli import main
+
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml())
+    code = main(["check", str(path), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_check_reports_a_mismatch_from_the_header_alone(small_file, tmp_path, capsys):
+    net, _ = small_file
+    state = {**net.state_dict(), "conv6.weight": torch.zeros(64, 64, 1, 1)}
+    path = save(state, tmp_path / "bad.safetensors")
+    code, result = cli_check(capsys, tmp_path, pipeline_config(path))
+    assert code == 1 and result["ok"] is False
+    (found,) = [d for d in result["diagnostics"] if d["code"] == "weights.mismatch"]
+    assert found["stage"] == "[model] weights"
+    assert found["items"] == [
+        "shape conv6.weight: the model needs 64x64x3x3 F32, the file has 64x64x1x1 F32"
+    ]
+    assert found["total_items"] == 1 and found["hint"]
+
+
+def test_check_passes_a_new_head_with_one_note(tiny_file, tmp_path, capsys):
+    _, path = tiny_file
+    config = pipeline_config(path, classes=4, name="sequential")
+    code, result = cli_check(capsys, tmp_path, config)
+    assert code == 0 and result["ok"] is True
+    assert [(d["code"], d["severity"]) for d in result["diagnostics"]] == [
+        ("weights.new_head", "warning")
+    ]
+    (note,) = result["diagnostics"]
+    assert (
+        note["message"]
+        == "head dense2: new, 4 classes (the file has 10); every other tensor loaded"
+    )
+
+
+def test_check_names_a_missing_file_and_its_config_line(tmp_path, capsys):
+    code, result = cli_check(capsys, tmp_path, pipeline_config(tmp_path / "gone.safetensors"))
+    assert code == 1
+    (found,) = [d for d in result["diagnostics"] if d["code"] == "weights.missing"]
+    assert found["got"] == f'weights = "{tmp_path / "gone.safetensors"}"'
+    assert "under [model]" in found["hint"]
+
+
+def test_the_config_key_is_strict():
+    from typedpipe.pipeline.config import parse_draft
+
+    for value in ('""', "3", '"a\\u0000b"'):
+        (found,) = parse_draft(f"[model]\nweights = {value}\n").diagnostics
+        assert found.code == "config.value" and "weights" in found.got

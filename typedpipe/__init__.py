@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from typedpipe.models import MODELS as MODELS
     from typedpipe.models import Classifier as Classifier
     from typedpipe.models import Layer as Layer
+    from typedpipe.models.weights import TensorMap as TensorMap
     from typedpipe.models import build_model as build_model
     from typedpipe.models import register_layer as register_layer
     from typedpipe.models import register_model as register_model
@@ -74,6 +75,7 @@ _HOMES = {
     "MODELS": "typedpipe.models",
     "Classifier": "typedpipe.models",
     "Layer": "typedpipe.models",
+    "TensorMap": "typedpipe.models.weights",
     "build_model": "typedpipe.models",
     "register_layer": "typedpipe.models",
     "register_model": "typedpipe.models",

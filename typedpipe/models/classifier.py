@@ -194,7 +194,14 @@ def build_model(
         if faults or cls is None:
             raise ConfigError(faults)
         layer_name = params.pop("name")
-        layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
+        try:
+            layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
+        except ConfigError as err:  # a value the schema admits but this input or kernel does not
+            place = _place(name, index, entry) or f"layer {layer_name}"
+            raise ConfigError(
+                dataclasses.replace(d, hint=d.hint.replace(THIS_LAYER, place))
+                for d in err.diagnostics
+            ) from None
         try:
             shape = layer.output_shape(shape)
         except ContractError as err:

@@ -111,6 +111,17 @@ register_layout(
     )
 )
 
+# torchvision's ConvNeXt keeps its per-channel layer scale as `c 1 1` (it multiplies an
+# NCHW map); a channels-last layer holds `c`.
+register_layout(
+    Layout(
+        "channel_scale",
+        lambda x, shape: x.reshape(shape),
+        lambda shape: (*shape, 1, 1),
+        "per-channel scale of an NCHW map: c 1 1 -> c",
+    )
+)
+
 
 # A per-channel parameter PyTorch broadcasts over `c h w` (ConvNeXt's layer scale).
 register_layout(

@@ -8,12 +8,14 @@ and `read_tensors` reads just the tensors asked for. A pickle is never opened.
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from typedpipe.contracts import ContractError, Diagnostic
 
 Shape = tuple[int, ...]
+#: Tensor name -> (shape, safetensors dtype code such as "F32").
 Index = dict[str, tuple[Shape, str]]
 
 STAGE = "[model] weights"
@@ -31,6 +33,27 @@ CONVERT = (
 #: models sit below the pipeline).
 BUNDLE_CONTRACT, BUNDLE_WEIGHTS, BUNDLE_FORMAT = "contract.json", "weights", "typedpipe.model"
 _MAX_CONTRACT_BYTES = 16 * 2**20
+
+_CODES = {
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float32": "F32",
+    "float64": "F64",
+    "int8": "I8",
+    "int16": "I16",
+    "int32": "I32",
+    "int64": "I64",
+    "uint8": "U8",
+    "uint32": "U32",
+    "bool": "BOOL",
+}
+
+
+def dtype_code(dtype: Any) -> str:
+    """The safetensors code of a dtype: `float32` -> `F32`."""
+    name = np.dtype(dtype).name
+    return _CODES.get(name, name.upper())
+
 
 # The first bytes of what `torch.save` writes: a zip archive, or a bare pickle.
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
@@ -96,6 +119,14 @@ def read_index(path: str | Path) -> Index:
 def _safetensors_index(path: Path) -> Index:
     from safetensors import SafetensorError, safe_open
 
+    if not path.is_file():  # a FIFO or device would block the reader or never end
+        raise _fault(
+            "weights.corrupt",
+            f"{path} is not a regular file",
+            expected="a .safetensors file",
+            got="a FIFO, socket or device",
+            hint='weights = "FILE.safetensors" under [model], a file on disk',
+        )
     try:
         with safe_open(str(path), framework="numpy") as handle:
             index = {}
@@ -104,9 +135,7 @@ def _safetensors_index(path: Path) -> Index:
                 index[name] = (tuple(piece.get_shape()), piece.get_dtype())
             return index
     except (SafetensorError, OSError, ValueError) as err:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-        pickled = head.startswith(_PICKLE_MAGIC)
+        pickled = _first_bytes(path).startswith(_PICKLE_MAGIC)
         raise _fault(
             "weights.corrupt",
             f"{path} cannot be read as safetensors: {_first_line(err)}",
@@ -116,6 +145,14 @@ def _safetensors_index(path: Path) -> Index:
             if pickled
             else "save the file again with safetensors.torch.save_file(model.state_dict(), PATH)",
         ) from None
+
+
+def _first_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8)
+    except OSError:  # unreadable: the error already being reported says why
+        return b""
 
 
 def _first_line(err: BaseException) -> str:
@@ -179,8 +216,6 @@ def _leaf_name(keys) -> str:
 
 def _bundle_index(path: Path) -> Index:
     import jax
-
-    from typedpipe.models.weights import dtype_code
 
     _, metadata = _bundle_metadata(path)
     leaves = jax.tree_util.tree_flatten_with_path(metadata)[0]

@@ -105,7 +105,11 @@ def train_run(
     steps_per_epoch = len(splits.train) // batch_size
     train = make_train(config, survey.label_spec.format, steps_per_epoch)
     key = jax.random.key(config.seed)
-    state = jax.jit(train.init_state, out_shardings=placement.replicated)(key)
+    initial = None  # random weights; a resumed run restores its own
+    if config.model.weights is not None and not resume:
+        on_phase(f"reading the weights of {config.model.weights}")
+        initial = train.initial_weights()
+    state = jax.jit(train.init_state, out_shardings=placement.replicated)(key, initial)
 
     run = Run(config, train, key, records, survey, splits, placement)
     folder = open_run_folder(out, resume=resume)

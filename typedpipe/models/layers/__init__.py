@@ -16,6 +16,8 @@ from typedpipe.models.layers.pooling import AvgPool as AvgPool
 from typedpipe.models.layers.pooling import GlobalAvgPool as GlobalAvgPool
 from typedpipe.models.layers.pooling import MaxPool as MaxPool
 from typedpipe.models.layers.residual import Residual as Residual
+from typedpipe.models.layers.resnet import BasicBlock as BasicBlock
+from typedpipe.models.layers.resnet import Bottleneck as Bottleneck
 from typedpipe.models.layers.transformer import ClassToken as ClassToken
 from typedpipe.models.layers.transformer import EncoderBlock as EncoderBlock
 from typedpipe.models.layers.transformer import PatchEmbedding as PatchEmbedding
@@ -32,6 +34,8 @@ for _builtin in (
     BatchNorm,
     Dropout,
     Residual,
+    BasicBlock,
+    Bottleneck,
     LayerNorm,
     ConvNeXtBlock,
     PatchEmbedding,

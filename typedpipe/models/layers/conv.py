@@ -11,7 +11,7 @@ from typedpipe.models.layers.base import (
     Padding,
     Shape,
     Size,
-    check_choice,
+    check_padding,
     out_expr,
     spatial_out,
 )
@@ -20,7 +20,12 @@ from typedpipe.models.layouts import TensorMap
 
 
 class Conv(Layer):
-    """2-D convolution. `b h w in_features -> b h' w' features`, h' from padding and stride."""
+    """2-D convolution. `b h w in_features -> b h' w' features`, h' from padding and stride.
+
+    `padding` is "same" or "valid" (XLA's: "same" pads an even total after), or an
+    int: that many zeros on every side, as PyTorch's `padding=`, with
+    h' = (h + 2 padding - kernel) // stride + 1.
+    """
 
     kind = "conv"
 
@@ -37,7 +42,7 @@ class Conv(Layer):
         name: str = "conv",
         rngs: nnx.Rngs,
     ):
-        check_choice(name, "padding", padding, ("same", "valid"))
+        check_padding(name, padding, kernel, most=kernel - 1)
         self.activate = ACTIVATIONS.get(activation)
         self.name, self.in_features, self.features = name, in_features, features
         self.kernel, self.stride, self.padding = kernel, stride, padding
@@ -51,7 +56,7 @@ class Conv(Layer):
             features,
             (kernel, kernel),
             strides=stride,
-            padding=padding.upper(),
+            padding=padding.upper() if isinstance(padding, str) else padding,
             use_bias=use_bias,
             rngs=rngs,
         )

@@ -36,6 +36,8 @@ for _name, _architecture in (
     ("sequential", small.sequential),
     ("resnet20", resnet.resnet20),
     ("resnet18", resnet.resnet18),
+    ("resnet34", resnet.resnet34),
+    ("resnet50", resnet.resnet50),
     ("convnext_tiny", convnext.convnext_tiny),
     ("vit_b_16", vit.vit_b_16),
     ("vit_s_16", vit.vit_s_16),

@@ -20,7 +20,7 @@ def conv(
     features: int,
     kernel: int = 3,
     stride: int = 1,
-    padding: str = "same",
+    padding: str | int = "same",
     activation: str = "relu",
     **extra: Any,
 ) -> LayerEntry:

@@ -35,6 +35,7 @@ from typedpipe.pipeline.check.fixes import (
     within,
 )
 from typedpipe.pipeline.check.preflight import check_step
+from typedpipe.pipeline.check.weights import check_weights
 from typedpipe.pipeline.config import Config, Draft
 from typedpipe.pipeline.sources import Survey, split_indices
 from typedpipe.pipeline.sources.loader import PREFETCH
@@ -67,7 +68,7 @@ def check_pipeline(
         return not set(parts) & set(faulty)
 
     if not sound("data"):
-        return check_model(config) if sound("model", "model.layers") else []
+        return check_model_and_weights(config) if sound("model", "model.layers") else []
     survey = survey if survey is not None else config.source().survey()
     data = survey.spec
     if data is not None and sound("model", "preprocess"):
@@ -91,7 +92,7 @@ def check_pipeline(
                 if sound("model"):
                     diagnostics.extend(check_model_input(spec, config, data))
     if sound("model", "model.layers"):
-        diagnostics.extend(check_model(config))
+        diagnostics.extend(check_model_and_weights(config))
     if survey.spec is not None and not faulty and not errors(diagnostics):
         diagnostics.extend(
             check_step(config, survey.spec, survey.labels, survey.label_spec.format, devices)
@@ -143,6 +144,12 @@ def check_model(config: Config) -> list[Diagnostic]:
     except (ContractError, ConfigError) as err:
         return list(err.diagnostics)
     return []
+
+
+def check_model_and_weights(config: Config) -> list[Diagnostic]:
+    """`check_model`, then `[model] weights` against the model once it builds."""
+    found = check_model(config)
+    return found if errors(found) else [*found, *check_weights(config)]
 
 
 def check_model_input(

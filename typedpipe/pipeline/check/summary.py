@@ -1,10 +1,13 @@
 """The shape flow of a whole pipeline: the data's spec, every stage, every layer."""
 
+from pathlib import Path
+
 from flax import nnx
 
 from typedpipe.contracts import ContractError, ImageSpec
 from typedpipe.models import build_model
 from typedpipe.models.summary import Row, layer_rows
+from typedpipe.pipeline.check.weights import weights_line
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Survey
 from typedpipe.pipeline.stages import Preprocess
@@ -34,4 +37,9 @@ def summarize(config: Config, survey: Survey | None = None) -> list[Row]:
     model = nnx.eval_shape(
         lambda: build_model(m.name, m.input, m.num_classes, m.layers, rngs=nnx.Rngs(0))
     )
-    return stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
+    rows = stage_rows(survey.spec, config.preprocess, specs) + layer_rows(model)
+    if m.weights is not None:
+        # One line: where the weights come from, and whether the head starts new.
+        kind = "bundle" if Path(m.weights).is_dir() else "safetensors"
+        rows.append(Row("weights", kind, weights_line(config, model)))
+    return rows

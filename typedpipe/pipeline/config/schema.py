@@ -36,6 +36,14 @@ ModelInput = Annotated[
     "[height, width, channels]: each >= 1, channels <= 4096, "
     "height * width <= 89478485 (Pillow's pixel limit)",
 ]
+# Where a model's weights come from: a safetensors file or a run's model/ bundle, a path
+# relative to where typedpipe runs (as `[data] path` is). Its existence and fit are
+# `check`'s to say (a bundle's config travels to hosts without the file).
+WeightsPath = Annotated[
+    str,
+    Is[lambda s: bool(s.strip()) and "\0" not in s],
+    'a path to a .safetensors file or a run\'s model/ folder ("runs/<name>/model")',
+]
 # A run folder is `runs/<name>`: a plain name can never point outside it.
 PlainName = Annotated[
     str,
@@ -71,6 +79,7 @@ class ModelConfig:
     input_range: tuple[float, float] = (0.0, 1.0)
     num_classes: Classes = 10
     layers: tuple[dict[str, Any], ...] = ()
+    weights: WeightsPath | None = None  # start from these instead of random weights
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from flax import nnx
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from typedpipe.models import Classifier, build_model, split_params
+from typedpipe.models.weights import Loaded, assign, read_weights
 from typedpipe.pipeline.config import Config
 from typedpipe.pipeline.sources import Batch
 from typedpipe.pipeline.stages import Preprocess
@@ -31,13 +32,18 @@ Metrics = dict[str, Array]
 
 
 class Train(NamedTuple):
-    """The training functions of one config; jit them (the state may be donated)."""
+    """The training functions of one config; jit them (the state may be donated).
 
-    init_state: Callable[[PRNGKeyArray], TrainState]
+    `init_state(key, weights=None)`: pass `initial_weights()` to start from
+    `[model] weights` (read on the host, an argument rather than a constant of the jit).
+    """
+
+    init_state: Callable[..., TrainState]
     train_step: Callable[[TrainState, Batch, PRNGKeyArray], tuple[TrainState, Metrics]]
     eval_step: Callable[[TrainState, Batch], Metrics]
     model: Callable[[TrainState], Classifier]  # the eval-mode model with the state's weights
     preprocess: Preprocess
+    initial_weights: Callable[[], Loaded | None] = lambda: None
 
 
 def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train:
@@ -77,8 +83,17 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
     abstract.eval()
     eval_graph = split_params(abstract)[0]
 
-    def init_state(key: PRNGKeyArray) -> TrainState:
-        _, params, rest = split_params(new_model(key))
+    def initial_weights() -> Loaded | None:
+        """`[model] weights`, read and translated for the model (None when unset)."""
+        if m.weights is None:
+            return None
+        return read_weights(abstract, m.weights, what=f"model {m.name!r}")
+
+    def init_state(key: PRNGKeyArray, weights: Loaded | None = None) -> TrainState:
+        model = new_model(key)
+        if weights is not None:  # what the file leaves out (a new head) keeps its init
+            assign(model, weights)
+        _, params, rest = split_params(model)
         zero = jnp.zeros((), jnp.int32)
         return TrainState(
             step=zero,
@@ -156,7 +171,7 @@ def make_train(config: Config, label_format: str, steps_per_epoch: int) -> Train
     def model(state: TrainState) -> Classifier:
         return nnx.merge(eval_graph, state.params, state.rest)
 
-    return Train(init_state, train_step, eval_step, model, preprocess)
+    return Train(init_state, train_step, eval_step, model, preprocess, initial_weights)
 
 
 def _cast_floats(tree: PyTree, dtype) -> PyTree:
