@@ -209,7 +209,7 @@ def test_narrow_and_wide_floats_become_the_variable_dtype(small_file, tmp_path, 
 
 @pytest.mark.parametrize("groups", [1, 2, 6])
 def test_grouped_and_depthwise_kernels_convolve_as_pytorch(groups, run):
-    layout = LAYOUTS.get({1: "oihw_hwio", 2: "grouped", 6: "depthwise"}[groups])
+    layout = LAYOUTS[{1: "oihw_hwio", 2: "grouped", 6: "depthwise"}[groups]]
     conv = nn.Conv2d(6, 6, 3, groups=groups, bias=False)
     x = np.random.default_rng(0).normal(size=(2, 6, 7, 7)).astype(np.float32)
     want = conv(torch.from_numpy(x)).detach().numpy().transpose(0, 2, 3, 1)
@@ -299,8 +299,40 @@ def test_a_fused_qkv_projection_maps_onto_per_head_kernels(reference):
         reference.assert_same_logits(net, "sequential", (4, 4, 3), 3, layers=layers)
 
 
+# An example of our shape for each layout (a new layout needs a row: the test says so).
+LAYOUT_SHAPES = {
+    "identity": (5,),
+    "oihw_hwio": (3, 3, 2, 4),
+    "grouped": (3, 3, 2, 4),
+    "depthwise": (3, 3, 1, 4),
+    "linear": (6, 5),
+    "linear_heads": (6, 2, 3),
+    "heads_linear": (2, 3, 6),
+    "heads_bias": (2, 3),
+    "channel_scale": (4,),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_every_layout_keeps_its_shape_rule_and_every_value(name):
+    assert set(LAYOUTS) == set(LAYOUT_SHAPES), "give a new layout a row in LAYOUT_SHAPES"
+    ours = LAYOUT_SHAPES[name]
+    layout = LAYOUTS[name]
+    stored = np.arange(np.prod(ours), dtype=np.float32).reshape(layout.file_shape(ours))
+    translated = layout.forward(stored, ours)
+    assert translated.shape == ours
+    np.testing.assert_array_equal(np.sort(translated.ravel()), stored.ravel())
+
+
+def test_an_unknown_layout_names_the_known_ones():
+    from typedpipe.models.layouts import layout_named
+
+    with pytest.raises(ValueError, match="no tensor layout 'oihw'; the layouts: channel_scale"):
+        layout_named("oihw")
+
+
 def test_a_channel_scale_drops_its_nchw_axes():
-    layout = LAYOUTS.get("channel_scale")
+    layout = LAYOUTS["channel_scale"]
     scale = np.arange(4.0).reshape(4, 1, 1)
     assert layout.file_shape((4,)) == (4, 1, 1)
     np.testing.assert_array_equal(layout.forward(scale, (4,)), np.arange(4.0))
@@ -394,6 +426,21 @@ def test_two_layers_of_one_name_are_a_config_fault(tiny_file):
     (found,) = weights_diagnostics(abstract("sequential", (8, 8, 1), 10, layers), path)
     assert found.code == "config.value" and "both named 'conv'" in found.message
     assert found.hint == 'name = "conv_1" in [model] layers[1] (conv)'
+
+
+def test_a_head_of_more_classes_than_any_model_is_no_new_head(tiny_file, tmp_path):
+    net, _ = tiny_file
+    state = {**net.state_dict(), "dense2.weight": torch.zeros(200_000, 4)}
+    state["dense2.bias"] = torch.zeros(200_000)
+    found = mismatch_of(save(state, tmp_path / "huge.safetensors"), tiny())
+    assert "shape dense2.bias: the model needs 10 F32, the file has 200000 F32" in found.items
+
+
+def test_a_large_tensor_under_an_ignored_name_is_not_ignored(small_file, tmp_path):
+    net, _ = small_file
+    state = {**net.state_dict(), "batchnorm1.num_batches_tracked": torch.zeros(64, 64)}
+    found = mismatch_of(save(state, tmp_path / "big.safetensors"))
+    assert found.items == ("unused batchnorm1.num_batches_tracked 64x64 F32",)
 
 
 def test_a_dataparallel_prefix_is_recognised(small_file, tmp_path):
@@ -519,6 +566,19 @@ def test_a_header_claiming_huge_shapes_is_refused_before_allocating(tmp_path):
         abstract(), header_file(tmp_path / "l.safetensors", lying, bytes(16))
     )
     assert found.code == "weights.corrupt"
+
+
+def test_nan_weights_are_named_when_read(small_file, tmp_path):
+    net, _ = small_file
+    state = dict(net.state_dict())
+    state["conv2.bias"] = state["conv2.bias"].clone()
+    state["conv2.bias"][3] = float("nan")
+    path = save(state, tmp_path / "nan.safetensors")
+    with pytest.raises(ContractError) as err:
+        build_model("small_cnn", (8, 8, 1), 10, weights=path, rngs=nnx.Rngs(0))
+    (found,) = err.value.diagnostics
+    assert found.code == "value.nonfinite" and found.items == ("conv2.bias",)
+    assert found.stage == "[model] weights"
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path):

@@ -32,10 +32,10 @@ if TYPE_CHECKING:
     from typedpipe.models import MODELS as MODELS
     from typedpipe.models import Classifier as Classifier
     from typedpipe.models import Layer as Layer
-    from typedpipe.models.weights import TensorMap as TensorMap
     from typedpipe.models import build_model as build_model
     from typedpipe.models import register_layer as register_layer
     from typedpipe.models import register_model as register_model
+    from typedpipe.models.weights import TensorMap as TensorMap
 
     # The pipeline: config, stages, sources, check, training, export.
     from typedpipe.pipeline.check import check_pipeline as check_pipeline

@@ -14,8 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from typedpipe.registry import Registry
-
 Shape = tuple[int, ...]
 
 
@@ -24,7 +22,7 @@ class Layout:
     """One translation: `forward(file array, our shape) -> our array`, and `file_shape(ours)`.
 
     Example:
-        >>> LAYOUTS.get("linear").file_shape((512, 10))
+        >>> LAYOUTS["linear"].file_shape((512, 10))
         (10, 512)
     """
 
@@ -34,14 +32,32 @@ class Layout:
     doc: str
 
 
-#: Every layout a `TensorMap` can name.
-LAYOUTS: Registry[Layout] = Registry("tensor layout", key="layout", table="Layer.tensors()")
+#: Every layout a `TensorMap` can name. A table of code, not a `Registry`: layer classes
+#: name layouts, configs never do.
+LAYOUTS: dict[str, Layout] = {}
 
 
 def register_layout(layout: Layout) -> Layout:
-    """Make `layout` nameable from a layer's `tensors()` as `layout.name`."""
-    LAYOUTS.register(layout.name, layout)
+    """Make `layout` nameable from a layer's `tensors()` as `layout.name`.
+
+    Raises:
+        ValueError: the name is taken.
+    """
+    if layout.name in LAYOUTS:
+        raise ValueError(f"tensor layout {layout.name!r} is already registered")
+    LAYOUTS[layout.name] = layout
     return layout
+
+
+def layout_named(name: str) -> Layout:
+    """The layout a `TensorMap` names.
+
+    Raises:
+        ValueError: no such layout (a fault of the layer's `tensors()`, not of a file).
+    """
+    if name not in LAYOUTS:
+        raise ValueError(f"no tensor layout {name!r}; the layouts: {', '.join(sorted(LAYOUTS))}")
+    return LAYOUTS[name]
 
 
 def _reversed_axes(shape: Shape) -> Shape:

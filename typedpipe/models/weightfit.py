@@ -7,12 +7,17 @@ the head is new and the rest is loaded.
 """
 
 import dataclasses
+import math
 from pathlib import Path
 
 from typedpipe.contracts import Diagnostic
+from typedpipe.contracts.specs import MAX_CLASSES
 from typedpipe.models.classifier import Classifier, logits_layer
 from typedpipe.models.weightfiles import STAGE
 from typedpipe.models.weightplan import FLOATS, Index, Planned, Shape, ignored, unmapped
+
+# The most elements a tensor ignored by rule (`IGNORED`) may have.
+_TINY = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +42,12 @@ def compare(model: Classifier, planned: dict[str, Planned], found: Index) -> Com
     names and shapes alone. Variables no layer maps count as missing."""
     orphans = unmapped(model, planned)
     missing = tuple(n for n in planned if n not in found)
-    unused = tuple(n for n in found if n not in planned and not ignored(n))
+    # An ignored tensor is a counter or an RNG key: one larger than that is no such thing.
+    unused = tuple(
+        n
+        for n in found
+        if n not in planned and not (ignored(n) and math.prod(found[n][0]) <= _TINY)
+    )
     misshapen = tuple(
         n for n, p in planned.items() if n in found and not _fits(p.shape, p.dtype, *found[n])
     )
@@ -84,7 +94,8 @@ def _head_line(
         ):
             return ""
         classes.add(theirs[differ[0]])
-    if len(classes) != 1:
+    # A class count no model could have is no head (and would be a huge read).
+    if len(classes) != 1 or max(classes) > MAX_CLASSES:
         return ""
     name = model.layers[index].name
     return (

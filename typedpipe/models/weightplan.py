@@ -17,7 +17,7 @@ from flax import nnx
 from typedpipe.contracts import ConfigError, Diagnostic
 from typedpipe.contracts.diagnostics import config_value
 from typedpipe.models.classifier import Classifier
-from typedpipe.models.layouts import LAYOUTS, Layout, linear_after_flatten
+from typedpipe.models.layouts import Layout, layout_named, linear_after_flatten
 from typedpipe.models.weightfiles import Index, Shape, dtype_code, is_bundle
 
 VariablePath = tuple[str | int, ...]
@@ -79,7 +79,7 @@ def plan(model: Classifier) -> dict[str, Planned]:
         for m in layer.tensors():
             var = variable(layer, m.target)
             ours = tuple(var.shape)
-            layout = LAYOUTS.get(m.layout)
+            layout = layout_named(m.layout)
             if m.layout == "linear" and flattened is not None:
                 layout = linear_after_flatten(*flattened)
             target = Target(("layers", index, *m.target), layout, ours, np.dtype(var.dtype), m.part)
@@ -126,6 +126,7 @@ def expected_tensors(model: Classifier) -> Index:
     """The tensors a safetensors file must hold for `model`: name -> (shape, dtype code).
 
     Example:
+        >>> from typedpipe.models import build_model
         >>> abstract = nnx.eval_shape(lambda: build_model("small_cnn", (8, 8, 1), 10,
         ...                                               rngs=nnx.Rngs(0)))
         >>> expected_tensors(abstract)["conv0.weight"]
@@ -165,7 +166,7 @@ def bundle_plan(model: Classifier) -> dict[str, Planned]:
         path: VariablePath = tuple(k if isinstance(k, int) else str(k) for k in keys)
         name = ".".join(map(str, path))
         shape, dtype = tuple(var.shape), np.dtype(var.dtype)
-        target = Target(path, LAYOUTS.get("identity"), shape, dtype)
+        target = Target(path, layout_named("identity"), shape, dtype)
         planned[name] = Planned(name, shape, dtype_code(dtype), int(path[1]), (target,))
     return planned
 

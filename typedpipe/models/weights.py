@@ -32,8 +32,8 @@ from flax import nnx
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic
 from typedpipe.models.classifier import Classifier
 from typedpipe.models.layouts import TensorMap as TensorMap
+from typedpipe.models.weightfiles import STAGE, read_tensors
 from typedpipe.models.weightfiles import read_index as read_index
-from typedpipe.models.weightfiles import read_tensors
 from typedpipe.models.weightfit import Comparison as Comparison
 from typedpipe.models.weightfit import compare as compare
 from typedpipe.models.weightfit import mismatch, new_head
@@ -69,8 +69,11 @@ def weights_diagnostics(
     `weights.mismatch` when some do not, a `weights.new_head` note when only the head is new.
 
     Example:
-        >>> [d.code for d in weights_diagnostics(abstract, "resnet18.safetensors")]
-        ['weights.new_head']
+        >>> from typedpipe.models import build_model
+        >>> abstract = nnx.eval_shape(lambda: build_model("small_cnn", (8, 8, 1), 10,
+        ...                                               rngs=nnx.Rngs(0)))
+        >>> [d.code for d in weights_diagnostics(abstract, "resnet18.pth")]
+        ['weights.format']
     """
     try:
         comparison = inspect_weights(model, path)
@@ -91,7 +94,8 @@ def read_weights(model: Classifier, path: str | Path, what: str = "the model") -
 
     Raises:
         ContractError: `weights.mismatch`, `weights.missing`, `weights.format`,
-            `weights.corrupt`.
+            `weights.corrupt`; `value.nonfinite`, tensors holding NaN or inf (found
+            once their data is read: `check` reads headers only).
     """
     planned = plan_for(model, path)
     comparison = compare(model, planned, read_index(path))
@@ -99,12 +103,28 @@ def read_weights(model: Classifier, path: str | Path, what: str = "the model") -
         raise ContractError(mismatch(comparison, str(path), what, len(planned)))
     names = [n for n in planned if n not in comparison.skipped]
     arrays = read_tensors(path, names)
+    nonfinite = [n for n in names if not np.isfinite(arrays[n]).all()]
+    if nonfinite:
+        raise ContractError(_nonfinite(path, nonfinite))
     paths, values = [], []
     for name in names:
         for target in planned[name].targets:
             paths.append(target.path)
             values.append(_translate(arrays[name], target))
     return Loaded(tuple(paths), tuple(values))
+
+
+def _nonfinite(path: str | Path, names: list[str]) -> Diagnostic:
+    return Diagnostic(
+        "value.nonfinite",
+        f"{len(names)} tensor(s) of {path} hold NaN or inf: a model started from them computes NaN",
+        stage=STAGE,
+        expected="finite weights",
+        got="NaN/inf",
+        hint="export the weights again from a model that trained without diverging, or "
+        "remove weights under [model] to start from random weights",
+        items=tuple(names),
+    )
 
 
 def _translate(array: np.ndarray, target: Target) -> np.ndarray:
@@ -132,9 +152,16 @@ def load_weights(model: Classifier, path: str | Path, what: str = "the model") -
     Raises:
         ContractError: see `read_weights`.
 
-    Example:
-        >>> model = load_weights(build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0)),
-        ...                      "small_cnn.safetensors")
+    Example: a state dict of zeros, saved as PyTorch names and shapes it, loaded.
+        >>> import tempfile, safetensors.numpy
+        >>> from typedpipe.models import build_model
+        >>> model = build_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
+        >>> state = {name: np.zeros(shape, np.float32)
+        ...          for name, (shape, _) in expected_tensors(model).items()}
+        >>> path = f"{tempfile.mkdtemp()}/small_cnn.safetensors"
+        >>> safetensors.numpy.save_file(state, path)
+        >>> float(load_weights(model, path).layers[0].conv.kernel[...].sum())
+        0.0
     """
     assign(model, read_weights(model, path, what))
     return model
