@@ -139,17 +139,6 @@ register_layout(
 )
 
 
-# A per-channel parameter PyTorch broadcasts over `c h w` (ConvNeXt's layer scale).
-register_layout(
-    Layout(
-        "channels_11",
-        lambda x, shape: x.reshape(shape),
-        lambda shape: (*shape, 1, 1),
-        "per-channel parameter: c 1 1 -> c",
-    )
-)
-
-
 def linear_after_flatten(height: int, width: int, channels: int) -> Layout:
     """`linear` for a dense layer fed by a flattened feature map: PyTorch flattens
     `c h w`, typedpipe `h w c`, so the kernel's input rows are reordered too.

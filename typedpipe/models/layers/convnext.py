@@ -88,7 +88,7 @@ class ConvNeXtBlock(Layer):
             TensorMap("block.3.bias", ("expand", "bias")),
             TensorMap("block.5.weight", ("project", "kernel"), "linear"),
             TensorMap("block.5.bias", ("project", "bias")),
-            TensorMap("layer_scale", ("scale",), "channels_11"),
+            TensorMap("layer_scale", ("scale",), "channel_scale"),
         ]
 
     @contract
