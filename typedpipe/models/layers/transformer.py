@@ -18,7 +18,7 @@ from typedpipe.models.layers.base import THIS_LAYER, Layer, Shape, Size, check_c
 from typedpipe.models.layers.norm import layer_norm, layer_norm_tensors, normalised
 from typedpipe.models.layouts import TensorMap
 
-# torchvision's initialisation of the encoder's linear layers (timm's is the same family).
+# torchvision's initialisation of the encoder's linear layers (timm's: N(0, 0.02^2), truncated).
 _LINEAR_INIT = nnx.initializers.xavier_uniform()
 
 #: Whose names a layer's tensors have in a weights file: torchvision's or timm's.
