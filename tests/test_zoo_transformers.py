@@ -25,9 +25,10 @@ def abstract(name, input_shape=(224, 224, 3), num_classes=1000):
 
 
 def torch_model(name, image_size=224, num_classes=1000):
-    """The PyTorch model typedpipe's must equal, with random weights."""
-    import timm
-    import torchvision
+    """The PyTorch model typedpipe's must equal, with random weights (the test skips
+    without the `reference` extra)."""
+    timm = pytest.importorskip("timm")
+    torchvision = pytest.importorskip("torchvision")
 
     if name == "vit_s_16":
         return timm.create_model(
@@ -40,7 +41,7 @@ def torch_model(name, image_size=224, num_classes=1000):
 
 def on_meta(name, **kwargs):
     """The reference built on PyTorch's meta device: shapes without memory or initialisation."""
-    import torch
+    torch = pytest.importorskip("torch")
 
     with torch.device("meta"):
         return torch_model(name, **kwargs)
@@ -59,7 +60,7 @@ def test_parameter_count_equals_the_reference(name, size):
 
 def _published_gmacs(name):
     """Multiply-adds per 224 px image as published: torchvision's weight tables, timm's card."""
-    import torchvision
+    torchvision = pytest.importorskip("torchvision")
 
     if name == "vit_s_16":
         return 4.6  # timm's model card for vit_small_patch16_224
@@ -210,8 +211,8 @@ def test_heads_must_divide_the_features_of_the_tokens():
 def test_attention_matches_torch_multihead_attention(run):
     """One encoder block against torchvision's, weights copied: the fused projection's
     [q | k | v] order, the per-head split and the 1/sqrt(head size) scale."""
-    import torch
-    from torchvision.models.vision_transformer import EncoderBlock
+    torch = pytest.importorskip("torch")
+    EncoderBlock = pytest.importorskip("torchvision.models.vision_transformer").EncoderBlock
 
     torch.manual_seed(0)
     theirs = EncoderBlock(4, 32, 64, 0.0, 0.0).eval()

@@ -3,8 +3,9 @@ the Variables it fills.
 
 `plan` walks the model's layers (abstract or not) and their `tensors()`: a
 safetensors file's names are the layer's `name` + "." + the map's `source` (the
-layer's name alone for a source of "", such as a ViT's class token), its shapes PyTorch's (each layout's inverse shape rule). `bundle_plan` is the same
-for a typedpipe bundle, whose tensors are the model's own Variables by path.
+layer's name alone for a source of "", such as a ViT's class token), its shapes
+PyTorch's (each layout's inverse shape rule). `bundle_plan` is the same for a
+typedpipe bundle, whose tensors are the model's own Variables by path.
 """
 
 import dataclasses
