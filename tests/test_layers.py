@@ -33,6 +33,13 @@ CASES = {
         (9, 9, 4),
         (5, 5, 8),
     ),
+    "layernorm": ({"in_features": 4}, (6, 6, 4), (6, 6, 4)),
+    "convnext_block": ({"in_features": 8, "drop_path": 0.2}, (7, 7, 8), (7, 7, 8)),
+    "patch_embed": ({"in_features": 3, "features": 8, "patch": 4}, (8, 12, 3), (6, 8)),
+    "class_token": ({"in_features": 8}, (6, 8), (7, 8)),
+    "position_embedding": ({"in_features": 8, "in_tokens": 6}, (6, 8), (6, 8)),
+    "encoder_block": ({"in_features": 8, "heads": 2, "mlp_features": 16}, (5, 8), (5, 8)),
+    "token_pool": ({"pool": "class"}, (5, 8), (8,)),
 }
 
 # A wrong input per type: per-image shape, dtype, expected code.
@@ -51,6 +58,13 @@ BROKEN = {
     "conv_bn": ((8, 8, 3), jnp.int32, "dtype.input"),
     "squeeze_excite": ((4, 8), jnp.float32, "shape.rank"),
     "inverted_residual": ((9, 9, 3), jnp.float32, "shape.channels"),
+    "layernorm": ((6, 6, 5), jnp.float32, "shape.channels"),
+    "convnext_block": ((7, 7, 8), jnp.int32, "dtype.input"),
+    "patch_embed": ((8, 8, 1), jnp.float32, "shape.channels"),
+    "class_token": ((6, 4), jnp.float32, "model.shape"),
+    "position_embedding": ((5, 8), jnp.float32, "model.shape"),
+    "encoder_block": ((4, 4, 8), jnp.float32, "shape.rank"),
+    "token_pool": ((5, 8), jnp.uint8, "dtype.input"),
 }
 
 

@@ -168,7 +168,8 @@ class TensorMap:
     Args:
         source: the tensor's name in the file, relative to the layer (`"weight"`,
             `"downsample.1.running_mean"`); the model's file names are the layer's
-            `name` + "." + this.
+            `name` + "." + this. `""`: the tensor named as the layer is, a model-level
+            parameter such as a ViT's `class_token` or `pos_embed`.
         target: the path of the nnx Variable inside the layer (`("conv", "kernel")`).
         layout: a registered `Layout` (`"oihw_hwio"`, `"linear"`, `"identity"`...).
         part: `(index, count)`: this target is slice `index` of `count` equal slices

@@ -2,9 +2,10 @@
 the Variables it fills.
 
 `plan` walks the model's layers (abstract or not) and their `tensors()`: a
-safetensors file's names are the layer's `name` + "." + the map's `source`, its
-shapes PyTorch's (each layout's inverse shape rule). `bundle_plan` is the same
-for a typedpipe bundle, whose tensors are the model's own Variables by path.
+safetensors file's names are the layer's `name` + "." + the map's `source` (the
+layer's name alone for a source of "", such as a ViT's class token), its shapes
+PyTorch's (each layout's inverse shape rule). `bundle_plan` is the same for a
+typedpipe bundle, whose tensors are the model's own Variables by path.
 """
 
 import dataclasses
@@ -83,7 +84,8 @@ def plan(model: Classifier) -> dict[str, Planned]:
             if m.layout == "linear" and flattened is not None:
                 layout = linear_after_flatten(*flattened)
             target = Target(("layers", index, *m.target), layout, ours, np.dtype(var.dtype), m.part)
-            grouped.setdefault(f"{layer.name}.{m.source}", []).append(target)
+            name = f"{layer.name}.{m.source}" if m.source else layer.name
+            grouped.setdefault(name, []).append(target)
         for name, targets in grouped.items():
             if name in planned:
                 raise ConfigError(_same_name(model, planned[name].layer, index))

@@ -7,7 +7,7 @@ usable from a config at once.
 
 from collections.abc import Callable
 
-from typedpipe.models.zoo import efficientnet, mobilenet, resnet, small
+from typedpipe.models.zoo import convnext, efficientnet, mobilenet, resnet, small, vit
 from typedpipe.models.zoo.entries import Architecture as Architecture
 from typedpipe.models.zoo.entries import LayerEntry as LayerEntry
 from typedpipe.registry import Registry
@@ -47,5 +47,8 @@ for _name, _architecture in (
     ("mobilenet_v3_small", mobilenet.mobilenet_v3_small),
     ("mobilenet_v3_large", mobilenet.mobilenet_v3_large),
     ("efficientnet_b0", efficientnet.efficientnet_b0),
+    ("convnext_tiny", convnext.convnext_tiny),
+    ("vit_b_16", vit.vit_b_16),
+    ("vit_s_16", vit.vit_s_16),
 ):
     MODELS.register(_name, _architecture)
