@@ -65,3 +65,19 @@ def newest_checkpoint():
 def numpy_tree():
     """`as_numpy`, for tests."""
     return as_numpy
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """tests/reference.py, for equivalence tests against PyTorch models (skips without torch)."""
+    import importlib.util
+    import pathlib
+
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    path = pathlib.Path(__file__).with_name("reference.py")
+    spec = importlib.util.spec_from_file_location("typedpipe_tests_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

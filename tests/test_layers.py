@@ -24,6 +24,8 @@ CASES = {
     "batchnorm": ({"in_features": 3}, (4, 4, 3), (4, 4, 3)),
     "dropout": ({"rate": 0.5}, (4, 4, 3), (4, 4, 3)),
     "residual": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
+    "basic_block": ({"in_features": 3, "features": 8, "stride": 2}, (9, 9, 3), (5, 5, 8)),
+    "bottleneck": ({"in_features": 8, "features": 8, "stride": 2}, (7, 6, 8), (4, 3, 8)),
 }
 
 # A wrong input per type: per-image shape, dtype, expected code.
@@ -37,6 +39,8 @@ BROKEN = {
     "batchnorm": ((4, 4, 1), jnp.float32, "shape.channels"),
     "dropout": ((4, 4, 3), jnp.uint8, "dtype.input"),
     "residual": ((8, 8, 4), jnp.float32, "shape.channels"),
+    "basic_block": ((8, 8), jnp.float32, "shape.rank"),
+    "bottleneck": ((8, 8, 8), jnp.int32, "dtype.input"),
 }
 
 
@@ -106,10 +110,44 @@ def test_output_size_follows_padding_and_stride():
         ("same", 2, 4),
         ("valid", 1, 5),
         ("valid", 2, 3),
+        (0, 1, 5),  # an int pads that many pixels on every side: (7 + 2p - 3) // stride + 1
+        (1, 1, 7),
+        (1, 2, 4),
+        (2, 2, 5),
     ]:
         conv = LAYERS["conv"](1, 2, kernel=3, stride=stride, padding=padding, rngs=RNGS)
         assert conv.output_shape((7, 7, 1))[0] == expected
         assert conv(jnp.ones((1, 7, 7, 1))).shape[1] == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "most"),
+    [
+        ("conv", {"in_features": 1, "features": 2, "kernel": 3}, 2),
+        ("maxpool", {"window": 3}, 1),
+        ("avgpool", {"window": 3}, 1),
+    ],
+)
+def test_an_int_padding_is_bounded_by_the_window(kind, params, most):
+    """A conv's padding stops at kernel - 1, a pool's at window // 2 (PyTorch's rule):
+    beyond, some outputs would see padding alone."""
+    LAYERS[kind](**params, padding=most, name="p", rngs=RNGS)
+    with pytest.raises(ConfigError) as info:
+        LAYERS[kind](**params, padding=most + 1, name="p", rngs=RNGS)
+    diagnostic = info.value.diagnostic
+    assert (diagnostic.code, diagnostic.stage) == ("config.value", "p")
+    assert f"padding {most + 1} on a 3x3 window must be in [0, {most}]" in diagnostic.message
+    assert diagnostic.got == f"padding = {most + 1}"
+    assert diagnostic.hint == "padding = 1 in this layer"
+
+
+def test_an_int_padding_out_of_range_names_the_config_entry():
+    from typedpipe import build_model
+
+    layers = [{"type": "conv", "features": 2, "kernel": 3, "padding": 5}, {"type": "gap"}]
+    with pytest.raises(ConfigError) as info:
+        build_model("sequential", (8, 8, 1), 2, layers, rngs=RNGS)
+    assert info.value.diagnostic.hint == "padding = 1 in [model] layers[0] (conv)"
 
 
 def test_bad_layer_params_are_config_errors():

@@ -51,6 +51,10 @@ def _close(reference, candidate):
         ((8, 8), 1, 2, "valid"),
         ((11, 12), 5, 3, "same"),
         ((6, 6), 4, 2, "same"),  # even kernel: XLA puts the extra pad after
+        ((9, 9), 3, 1, 1),  # explicit pixels on every side, as PyTorch's padding=1
+        ((10, 7), 7, 2, 3),  # torchvision's ResNet stem
+        ((6, 6), 4, 2, 2),  # even kernel, symmetric (unlike "same")
+        ((8, 8), 1, 2, 0),
     ],
 )
 def test_conv_lowerings_agree(run, size, kernel, stride, padding):
@@ -70,6 +74,8 @@ def test_conv_lowerings_agree(run, size, kernel, stride, padding):
         ((9, 9), 3, 3, "valid"),
         ((9, 9), 3, 2, "valid"),  # overlapping: reduce_window in both
         ((9, 9), 2, 2, "same"),  # padded: reduce_window in both
+        ((9, 9), 3, 2, 1),  # torchvision's ResNet max pool
+        ((8, 8), 2, 2, 1),  # stride == window, padded: reduce_window in both
     ],
 )
 def test_pool_lowerings_agree(run, pool, size, window, stride, padding):

@@ -16,6 +16,8 @@ INPUTS = {
     "lenet": (32, 32, 1),
     "resnet20": (8, 8, 3),
     "resnet18": (8, 8, 3),
+    "resnet34": (8, 8, 3),
+    "resnet50": (8, 8, 3),
     "sequential": (8, 8, 1),
 }
 LAYERS = (

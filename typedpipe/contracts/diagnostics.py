@@ -49,6 +49,11 @@ CODES: dict[str, str] = {
     "data.special": "an image-named entry that is not a regular file (FIFO, socket, device)",
     "data.lossy": "a decode setting throws information away (colour, alpha or bit depth)",
     "devices.collectives": "several CPU devices of one process train together (XLA can deadlock)",
+    "weights.mismatch": "a weights file's tensors are missing, unused or of another shape",
+    "weights.new_head": "the weights file's head has another number of classes: the head is new",
+    "weights.missing": "no weights file or bundle at the configured path",
+    "weights.format": "a weights file that is a pickle or not safetensors (refused unopened)",
+    "weights.corrupt": "a weights file or bundle that cannot be read",
 }
 
 #: How many offending files or indices a diagnostic carries, as `--json` lists them

@@ -2,6 +2,7 @@
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 from flax import nnx
 from jaxtyping import Array, Float
@@ -157,6 +158,7 @@ def build_model(
     num_classes: int,
     layers: Sequence[LayerEntry] = (),
     *,
+    weights: str | Path | None = None,
     rngs: nnx.Rngs,
 ) -> Classifier:
     """Build a registered model, flowing the input shape through every layer.
@@ -166,14 +168,20 @@ def build_model(
         input_shape: (height, width, channels) of the images the model accepts.
         num_classes: size of the output logits.
         layers: the layer entries, for "sequential".
+        weights: a safetensors state dict (as torchvision and timm save it) or a
+            typedpipe bundle folder (`runs/<name>/model`) to start from; where only
+            the head's class count differs, the head is new (see `models.weights`).
         rngs: parameter initialisation randomness.
 
     Returns:
-        The classifier. Wrap in `nnx.eval_shape` to build it without allocating.
+        The classifier. Wrap in `nnx.eval_shape` to build it without allocating
+        (without `weights`: they are read into real arrays).
 
     Raises:
         ConfigError: unknown model, layer type or layer parameter.
-        ContractError: a layer cannot accept its input (`model.shape`).
+        ContractError: a layer cannot accept its input (`model.shape`); a weights
+            file that does not fit (`weights.mismatch`) or cannot be read
+            (`weights.missing`, `weights.format`, `weights.corrupt`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -195,7 +203,14 @@ def build_model(
         if faults or cls is None:
             raise ConfigError(faults)
         layer_name = params.pop("name")
-        layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
+        try:
+            layer = cls.construct(shape, name=layer_name, rngs=rngs, **params)
+        except ConfigError as err:  # a value the schema admits but this input or kernel does not
+            place = _place(name, index, entry) or f"layer {layer_name}"
+            raise ConfigError(
+                dataclasses.replace(d, hint=d.hint.replace(THIS_LAYER, place))
+                for d in err.diagnostics
+            ) from None
         try:
             shape = layer.output_shape(shape)
         except ContractError as err:
@@ -226,4 +241,9 @@ def build_model(
                 hint=hint,
             )
         )
-    return Classifier(built, input_shape, num_classes)
+    model = Classifier(built, input_shape, num_classes)
+    if weights is not None:
+        from typedpipe.models.weights import load_weights  # safetensors, only when asked for
+
+        load_weights(model, weights, what=f"model {name!r}")
+    return model

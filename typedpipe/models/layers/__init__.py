@@ -14,6 +14,8 @@ from typedpipe.models.layers.pooling import AvgPool as AvgPool
 from typedpipe.models.layers.pooling import GlobalAvgPool as GlobalAvgPool
 from typedpipe.models.layers.pooling import MaxPool as MaxPool
 from typedpipe.models.layers.residual import Residual as Residual
+from typedpipe.models.layers.resnet import BasicBlock as BasicBlock
+from typedpipe.models.layers.resnet import Bottleneck as Bottleneck
 
 for _builtin in (
     Conv,
@@ -25,5 +27,7 @@ for _builtin in (
     BatchNorm,
     Dropout,
     Residual,
+    BasicBlock,
+    Bottleneck,
 ):
     register_layer(_builtin)

@@ -26,6 +26,7 @@ from jaxtyping import Array
 from typedpipe.contracts import ConfigError, ContractError, Diagnostic, hints
 from typedpipe.contracts.diagnostics import config_value, model_shape
 from typedpipe.contracts.keys import validate
+from typedpipe.models.layouts import TensorMap
 from typedpipe.registry import Registry
 
 Shape = tuple[int, ...]
@@ -79,7 +80,10 @@ PositiveInt = Annotated[int, Is[lambda n: n > 0], "an int > 0"]
 # no value overflows a shape or an abstract build.
 Size = Annotated[int, Is[lambda n: 0 < n <= 65536], "an int in [1, 65536]"]
 Rate = Annotated[float, Is[lambda r: 0.0 <= r < 1.0], "a number in [0, 1)"]
-Padding = typing.Literal["same", "valid"]
+#: Pixels of zeros added on every side of an image (`padding = 3`, as PyTorch's
+#: `padding=3`), beside XLA's "same" and "valid".
+Pixels = Annotated[int, Is[lambda n: 0 <= n <= 65536], "an int in [0, 65536]"]
+Padding = typing.Literal["same", "valid"] | Pixels
 Activation = Annotated[str, ACTIVATIONS]
 
 #: Every layer type a `[model] layers` entry can name.
@@ -110,17 +114,22 @@ def dims(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def out_size(size: int, kernel: int, stride: int, padding: str) -> int:
+def out_size(size: int, kernel: int, stride: int, padding: str | int) -> int:
+    """Output length of a window sliding over `size` (PyTorch's formula for an int padding)."""
     if padding == "same":
         return -(-size // stride)
-    return (size - kernel) // stride + 1
+    if padding == "valid":
+        return (size - kernel) // stride + 1
+    return (size + 2 * int(padding) - kernel) // stride + 1
 
 
-def out_expr(axis: str, kernel: int, stride: int, padding: str) -> str:
-    """`_out_size` as a jaxtyping symbolic dimension over the named input axis."""
+def out_expr(axis: str, kernel: int, stride: int, padding: str | int) -> str:
+    """`out_size` as a jaxtyping symbolic dimension over the named input axis."""
     if padding == "same":
         return f"({axis}+{stride - 1})//{stride}"
-    return f"({axis}-{kernel})//{stride}+1"
+    if padding == "valid":
+        return f"({axis}-{kernel})//{stride}+1"
+    return f"({axis}{2 * int(padding) - kernel:+d})//{stride}+1"
 
 
 def check_choice(layer: str, key: str, value: object, choices: tuple[str, ...]) -> None:
@@ -133,6 +142,33 @@ def check_choice(layer: str, key: str, value: object, choices: tuple[str, ...]) 
                 expected=" | ".join(map(repr, choices)),
                 got=f"{key} = {value!r}",
                 hint=f'{key} = "{choices[0]}"',
+            )
+        )
+
+
+def check_padding(
+    layer: str,
+    padding: object,
+    kernel: int,
+    most: int,
+    choices: tuple[str, ...] = ("same", "valid"),
+) -> None:
+    """A `config.value` error unless `padding` is one of `choices` or pixels in [0, most].
+
+    `most` is the widest padding whose every window still reaches the image: a wider
+    one adds outputs computed from zeros alone (PyTorch refuses it for pooling).
+    """
+    if not isinstance(padding, int) or isinstance(padding, bool):
+        check_choice(layer, "padding", padding, choices)
+        return
+    if not 0 <= padding <= most:
+        raise ConfigError(
+            config_value(
+                f"{layer}: padding {padding} on a {kernel}x{kernel} window must be in [0, {most}]",
+                stage=layer,
+                expected=f"{' | '.join(map(repr, choices))} or an int in [0, {most}]",
+                got=f"padding = {padding}",
+                hint=f"padding = {kernel // 2} in {THIS_LAYER}",
             )
         )
 
@@ -198,6 +234,11 @@ class Layer(nnx.Module):
         """Floating-point operations per image for an input of `shape` (2 per multiply-add)."""
         return 0
 
+    def tensors(self) -> list[TensorMap]:
+        """Where each tensor of a PyTorch state dict goes in this layer (see `TensorMap`):
+        the file names are relative to the layer's `name`. A layer without weights has none."""
+        return []
+
     def _reject(self, shape: Shape, message: str, expected: str, hint: str):
         got = f"b {' '.join(map(str, shape))}"
         raise ContractError(
@@ -222,15 +263,19 @@ class Layer(nnx.Module):
             )
 
 
-def spatial_out(layer: Layer, shape: Shape, kernel: int, stride: int, padding: str) -> Shape:
+def spatial_out(layer: Layer, shape: Shape, kernel: int, stride: int, padding: str | int) -> Shape:
     height, width = shape[0], shape[1]
     out = (out_size(height, kernel, stride, padding), out_size(width, kernel, stride, padding))
     if min(out) < 1:
+        if isinstance(padding, str):
+            window, least = f"{padding!r} window", kernel
+        else:
+            window, least = f"window padded by {padding}", kernel - 2 * padding
         layer._reject(
             shape,
-            f"a {kernel}x{kernel} {padding!r} window with stride {stride} "
+            f"a {kernel}x{kernel} {window} with stride {stride} "
             f"shrinks {height}x{width} to {out[0]}x{out[1]}",
-            f"b h w c with h, w >= {kernel}",
+            f"b h w c with h, w >= {least}",
             f'padding = "same" in {THIS_LAYER}, or a smaller kernel or stride, fewer '
             "downsampling layers, or a larger [model] input",
         )

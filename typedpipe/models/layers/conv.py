@@ -11,15 +11,21 @@ from typedpipe.models.layers.base import (
     Padding,
     Shape,
     Size,
-    check_choice,
+    check_padding,
     out_expr,
     spatial_out,
 )
 from typedpipe.models.layers.lowering import conv2d
+from typedpipe.models.layouts import TensorMap
 
 
 class Conv(Layer):
-    """2-D convolution. `b h w in_features -> b h' w' features`, h' from padding and stride."""
+    """2-D convolution. `b h w in_features -> b h' w' features`, h' from padding and stride.
+
+    `padding` is "same" or "valid" (XLA's: "same" pads an even total after), or an
+    int: that many zeros on every side, as PyTorch's `padding=`, with
+    h' = (h + 2 padding - kernel) // stride + 1.
+    """
 
     kind = "conv"
 
@@ -36,7 +42,7 @@ class Conv(Layer):
         name: str = "conv",
         rngs: nnx.Rngs,
     ):
-        check_choice(name, "padding", padding, ("same", "valid"))
+        check_padding(name, padding, kernel, most=kernel - 1)
         self.activate = ACTIVATIONS.get(activation)
         self.name, self.in_features, self.features = name, in_features, features
         self.kernel, self.stride, self.padding = kernel, stride, padding
@@ -50,7 +56,7 @@ class Conv(Layer):
             features,
             (kernel, kernel),
             strides=stride,
-            padding=padding.upper(),
+            padding=padding.upper() if isinstance(padding, str) else padding,
             use_bias=use_bias,
             rngs=rngs,
         )
@@ -62,6 +68,11 @@ class Conv(Layer):
     def flops(self, shape: Shape) -> int:
         height, width, _ = self.output_shape(shape)
         return 2 * height * width * self.kernel**2 * self.in_features * self.features
+
+    def tensors(self) -> list[TensorMap]:
+        kernel = TensorMap("weight", ("conv", "kernel"), "oihw_hwio")
+        bias = [TensorMap("bias", ("conv", "bias"))] if self.conv.bias is not None else []
+        return [kernel, *bias]
 
     @contract
     def __call__(

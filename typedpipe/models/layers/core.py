@@ -17,6 +17,7 @@ from typedpipe.models.layers.base import (
     Size,
     dims,
 )
+from typedpipe.models.layouts import TensorMap
 
 
 class Flatten(Layer):
@@ -76,6 +77,11 @@ class Dense(Layer):
 
     def flops(self, shape: Shape) -> int:
         return 2 * self.in_features * self.features
+
+    def tensors(self) -> list[TensorMap]:
+        kernel = TensorMap("weight", ("linear", "kernel"), "linear")
+        bias = [TensorMap("bias", ("linear", "bias"))] if self.linear.bias is not None else []
+        return [kernel, *bias]
 
     @contract
     def __call__(

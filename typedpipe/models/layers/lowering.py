@@ -53,9 +53,20 @@ def chosen() -> Lowering:
     return "cpu" if jax.default_backend() == "cpu" else "native"
 
 
-def _xla_conv(x: Array, kernel: Array, stride: int, padding: str) -> Array:
+def _spatial_pads(padding: str | int) -> str | list[tuple[int, int]]:
+    """XLA's padding of height and width: "SAME"/"VALID", or `padding` pixels on every side."""
+    if isinstance(padding, str):
+        return padding.upper()
+    return [(padding, padding), (padding, padding)]
+
+
+def _xla_conv(x: Array, kernel: Array, stride: int, padding: str | int) -> Array:
     return lax.conv_general_dilated(
-        x, kernel, (stride, stride), padding.upper(), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x,
+        kernel,
+        (stride, stride),
+        _spatial_pads(padding),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
 
 
@@ -63,9 +74,9 @@ def conv2d(
     x: Float[Array, "b h w c"],
     kernel: Float[Array, "k k c f"],
     stride: int,
-    padding: str,
+    padding: str | int,
 ) -> Float[Array, "b oh ow f"]:
-    """A square-kernel 2-D convolution, NHWC, "same" or "valid" padding."""
+    """A square-kernel 2-D convolution, NHWC: "same", "valid", or `padding` zeros on every side."""
     if chosen() == "native":
         return _xla_conv(x, kernel, stride, padding)
     return _xla_conv(materialized(x), kernel, stride, padding)
@@ -124,25 +135,31 @@ def _window_max_backward(window: int, saved, g: Array):
 _window_max.defvjp(_window_max_forward, _window_max_backward)
 
 
-def _reduce_window(x: Array, init: float, op, window: int, stride: int, padding: str) -> Array:
-    """XLA's pooling op (its max gradient is `select_and_scatter`)."""
+def _reduce_window(
+    x: Array, init: float, op, window: int, stride: int, padding: str | int
+) -> Array:
+    """XLA's pooling op (its max gradient is `select_and_scatter`); padding holds `init`."""
     windows, strides = (1, window, window, 1), (1, stride, stride, 1)
-    return lax.reduce_window(x, np.array(init, x.dtype), op, windows, strides, padding.upper())
+    pads = _spatial_pads(padding)
+    if not isinstance(pads, str):
+        pads = [(0, 0), *pads, (0, 0)]
+    return lax.reduce_window(x, np.array(init, x.dtype), op, windows, strides, pads)
 
 
 def max_pool(
-    x: Float[Array, "b h w c"], window: int, stride: int, padding: str
+    x: Float[Array, "b h w c"], window: int, stride: int, padding: str | int
 ) -> Float[Array, "b oh ow c"]:
-    """Max over `window` x `window` windows."""
+    """Max over `window` x `window` windows; padding never wins (it is -inf, as in PyTorch)."""
     if chosen() == "cpu" and stride == window and padding == "valid":
         return _window_max(x, window)
     return _reduce_window(x, -jnp.inf, lax.max, window, stride, padding)
 
 
 def avg_pool(
-    x: Float[Array, "b h w c"], window: int, stride: int, padding: str
+    x: Float[Array, "b h w c"], window: int, stride: int, padding: str | int
 ) -> Float[Array, "b oh ow c"]:
-    """Mean over `window` x `window` windows; a "same" window's padding counts as zeros."""
+    """Mean over `window` x `window` windows; padding counts as zeros (PyTorch's
+    `count_include_pad=True`)."""
     if chosen() == "cpu" and stride == window and padding == "valid":
         return _windows(x, window).mean(axis=(2, 4))
     total = _reduce_window(x, 0.0, lax.add, window, stride, padding)

@@ -7,6 +7,7 @@ from jaxtyping import Array, Float
 
 from typedpipe.contracts import contract
 from typedpipe.models.layers.base import ACTIVATIONS, Activation, Layer, Rate, Shape
+from typedpipe.models.layouts import TensorMap
 
 
 class BatchNorm(Layer):
@@ -33,6 +34,15 @@ class BatchNorm(Layer):
 
     def flops(self, shape: Shape) -> int:
         return 2 * math.prod(shape)
+
+    def tensors(self) -> list[TensorMap]:
+        # PyTorch's names; its `num_batches_tracked` counter is no weight (see weights.IGNORED).
+        return [
+            TensorMap("weight", ("norm", "scale")),
+            TensorMap("bias", ("norm", "bias")),
+            TensorMap("running_mean", ("norm", "mean")),
+            TensorMap("running_var", ("norm", "var")),
+        ]
 
     @contract
     def __call__(

@@ -13,7 +13,7 @@ from typedpipe.models.layers.base import (
     Padding,
     Shape,
     Size,
-    check_choice,
+    check_padding,
     out_expr,
     spatial_out,
 )
@@ -21,7 +21,11 @@ from typedpipe.models.layers.lowering import avg_pool, max_pool
 
 
 class _Pool(Layer):
-    """Max or average pooling over `window` x `window`, stride defaulting to the window."""
+    """Max or average pooling over `window` x `window`, stride defaulting to the window.
+
+    `padding` is "valid", "same", or an int of at most `window // 2` pixels on every
+    side (PyTorch's `padding=`; its bound too, so that every window holds a pixel).
+    """
 
     reduce: ClassVar[Callable[..., Array]]
 
@@ -35,7 +39,7 @@ class _Pool(Layer):
         rngs: nnx.Rngs,
     ):
         del rngs  # Pooling has no parameters.
-        check_choice(name, "padding", padding, ("valid", "same"))
+        check_padding(name, padding, window, window // 2, ("valid", "same"))
         self.name, self.window, self.padding = name, window, padding
         self.stride = stride or window
         self.rows = out_expr("h", window, self.stride, padding)

@@ -10,6 +10,7 @@ from typedpipe.contracts import contract
 from typedpipe.models.layers.base import Layer, Shape, Size, out_expr
 from typedpipe.models.layers.conv import Conv
 from typedpipe.models.layers.norm import BatchNorm
+from typedpipe.models.layouts import TensorMap, nested
 
 
 class Residual(Layer):
@@ -57,6 +58,17 @@ class Residual(Layer):
         mid = self.output_shape(shape)
         total = self.conv1.flops(shape) + self.conv2.flops(mid) + 4 * math.prod(mid)
         return total + (self.shortcut.flops(shape) if self.shortcut else 0)
+
+    def tensors(self) -> list[TensorMap]:
+        # Its sub-layers' names (`conv1`, `bn1`, ...) as a PyTorch block names its modules.
+        parts = [("conv1", "conv1"), ("bn1", "norm1"), ("conv2", "conv2"), ("bn2", "norm2")]
+        if self.shortcut is not None:
+            parts.append(("shortcut", "shortcut"))
+        return [
+            m
+            for prefix, attribute in parts
+            for m in nested(prefix, attribute, getattr(self, attribute).tensors())
+        ]
 
     @contract
     def __call__(
