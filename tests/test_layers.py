@@ -26,6 +26,13 @@ CASES = {
     "residual": ({"in_features": 3, "features": 8, "stride": 2}, (8, 8, 3), (4, 4, 8)),
     "basic_block": ({"in_features": 3, "features": 8, "stride": 2}, (9, 9, 3), (5, 5, 8)),
     "bottleneck": ({"in_features": 8, "features": 8, "stride": 2}, (7, 6, 8), (4, 3, 8)),
+    "layernorm": ({"in_features": 4}, (6, 6, 4), (6, 6, 4)),
+    "convnext_block": ({"in_features": 8, "drop_path": 0.2}, (7, 7, 8), (7, 7, 8)),
+    "patch_embed": ({"in_features": 3, "features": 8, "patch": 4}, (8, 12, 3), (6, 8)),
+    "class_token": ({"in_features": 8}, (6, 8), (7, 8)),
+    "position_embedding": ({"in_features": 8, "in_tokens": 6}, (6, 8), (6, 8)),
+    "encoder_block": ({"in_features": 8, "heads": 2, "mlp_features": 16}, (5, 8), (5, 8)),
+    "token_pool": ({"pool": "class"}, (5, 8), (8,)),
 }
 
 # A wrong input per type: per-image shape, dtype, expected code.
@@ -41,6 +48,13 @@ BROKEN = {
     "residual": ((8, 8, 4), jnp.float32, "shape.channels"),
     "basic_block": ((8, 8), jnp.float32, "shape.rank"),
     "bottleneck": ((8, 8, 8), jnp.int32, "dtype.input"),
+    "layernorm": ((6, 6, 5), jnp.float32, "shape.channels"),
+    "convnext_block": ((7, 7, 8), jnp.int32, "dtype.input"),
+    "patch_embed": ((8, 8, 1), jnp.float32, "shape.channels"),
+    "class_token": ((6, 4), jnp.float32, "model.shape"),
+    "position_embedding": ((5, 8), jnp.float32, "model.shape"),
+    "encoder_block": ((4, 4, 8), jnp.float32, "shape.rank"),
+    "token_pool": ((5, 8), jnp.uint8, "dtype.input"),
 }
 
 

@@ -18,6 +18,9 @@ INPUTS = {
     "resnet18": (8, 8, 3),
     "resnet34": (8, 8, 3),
     "resnet50": (8, 8, 3),
+    "convnext_tiny": (32, 32, 3),
+    "vit_b_16": (16, 16, 3),
+    "vit_s_16": (16, 16, 3),
     "sequential": (8, 8, 1),
 }
 LAYERS = (

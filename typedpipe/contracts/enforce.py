@@ -170,13 +170,25 @@ def _mismatch(
         return report("labels.format", f"should be {wanted} labels", hints.label_format(wanted))
     if not dtype_ok:
         return report("dtype.input", f"has dtype {dtype}", hints.dtype(kind == "float"))
-    if "..." not in annotation.dim_str and len(shape) != len(tokens):
+    variadic = [i for i, t in enumerate(tokens) if t == "..." or t.startswith("*")]
+    if len(shape) < len(tokens) - len(variadic) or (not variadic and len(shape) != len(tokens)):
         return report(
             "shape.rank",
             f"has {len(shape)} axes where {len(tokens)} are declared",
             "add or remove the missing axis (batch images as b h w c)",
         )
-    for axis, (token, size) in enumerate(zip(tokens, shape, strict=False)):
+    # The axes after a variadic one (`b *rest c`) are matched from the end; `aligned` is
+    # the expected size of each axis of `shape` (a name for those the variadic one takes).
+    pairs = list(enumerate(tokens))
+    aligned: list[int | str] = list(expected)
+    if variadic:
+        first, after = variadic[0], len(tokens) - variadic[0] - 1
+        start = len(shape) - after
+        pairs = [*pairs[:first], *zip(range(start, len(shape)), tokens[first + 1 :], strict=True)]
+        middle: list[int | str] = ["_"] * (start - first)
+        aligned = [*expected[:first], *middle, *expected[first + 1 :]]
+    for axis, token in pairs:
+        size = shape[axis]
         want = _resolve(token, sizes, instance)
         if token == "_" or token.startswith("*") or token == "...":
             continue
@@ -185,7 +197,7 @@ def _mismatch(
             continue
         if want == size:
             continue
-        return _axis_report(report, shape, expected, axis)
+        return _axis_report(report, shape, aligned, axis)
     return None
 
 

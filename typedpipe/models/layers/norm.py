@@ -1,7 +1,8 @@
-"""Batch normalisation."""
+"""Normalisation: batch norm (over the batch) and layer norm (over features)."""
 
 import math
 
+import jax
 from flax import nnx
 from jaxtyping import Array, Float
 
@@ -49,3 +50,56 @@ class BatchNorm(Layer):
         self, x: Float[Array, "b h w {self.features}"]
     ) -> Float[Array, "b h w {self.features}"]:
         return self.activate(self.norm(x))
+
+
+#: torchvision's ConvNeXt and ViT and timm's ViT all normalise with this epsilon.
+LAYER_NORM_EPSILON = 1e-6
+
+
+def layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """flax's LayerNorm as torch computes it: epsilon 1e-6, the variance in two passes
+    (flax's default, E[x^2] - E[x]^2, loses digits where the mean is large)."""
+    return nnx.LayerNorm(features, epsilon=LAYER_NORM_EPSILON, use_fast_variance=False, rngs=rngs)
+
+
+def normalised(norm: nnx.LayerNorm, x: Array) -> Array:
+    """`norm(x)`. flax computes the statistics of bfloat16 or float16 input in float32
+    by promoting the two dtypes, which strict promotion refuses. Inputs and parameters of
+    one dtype give that dtype back."""
+    with jax.numpy_dtype_promotion("standard"):
+        return norm(x)
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the last axis: per pixel (channels-last) or per token.
+
+    `b *rest in_features -> b *rest in_features`.
+    """
+
+    kind = "layernorm"
+
+    def __init__(self, in_features: int, *, name: str = "layernorm", rngs: nnx.Rngs):
+        self.name, self.features = name, in_features
+        self.norm = layer_norm(in_features, rngs)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if not shape or shape[-1] != self.features:
+            self._reject(
+                shape,
+                f"{self.name} normalises {self.features} features, got "
+                f"{'x'.join(map(str, shape)) or 'none'}",
+                f"b ... {self.features}",
+                f"make the previous layer output {self.features} features",
+            )
+        return shape
+
+    def flops(self, shape: Shape) -> int:
+        # The mean, the variance, normalising, scale and shift: about 5 per element.
+        return 5 * math.prod(shape)
+
+    @contract
+    def __call__(
+        self,
+        x: Float[Array, "b *rest {self.features}"],
+    ) -> Float[Array, "b *rest {self.features}"]:
+        return normalised(self.norm, x)

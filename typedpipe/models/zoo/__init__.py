@@ -7,7 +7,7 @@ usable from a config at once.
 
 from collections.abc import Callable
 
-from typedpipe.models.zoo import resnet, small
+from typedpipe.models.zoo import convnext, resnet, small, vit
 from typedpipe.models.zoo.entries import Architecture as Architecture
 from typedpipe.models.zoo.entries import LayerEntry as LayerEntry
 from typedpipe.registry import Registry
@@ -44,5 +44,8 @@ for _name, _architecture in (
     ("resnet18", resnet.resnet18),
     ("resnet34", resnet.resnet34),
     ("resnet50", resnet.resnet50),
+    ("convnext_tiny", convnext.convnext_tiny),
+    ("vit_b_16", vit.vit_b_16),
+    ("vit_s_16", vit.vit_s_16),
 ):
     MODELS.register(_name, _architecture)
