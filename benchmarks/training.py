@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -191,6 +192,7 @@ def run(rounds: int | None = None, workloads=None, steps: int | None = None) -> 
             for framework in order[shift:] + order[:shift]:
                 if f"{framework} on {workload}" in skipped:
                     continue  # it failed in an earlier round
+                started = time.perf_counter()
                 try:
                     result = in_fresh_process("benchmarks.training", framework, workload, *extra)
                 except RuntimeError as error:
@@ -200,7 +202,10 @@ def run(rounds: int | None = None, workloads=None, steps: int | None = None) -> 
                     samples[workload].pop(framework)
                     continue
                 samples[workload][framework].append(result)
-                print(f"round {round_ + 1}: {workload} {framework} {result}", file=sys.stderr)
+                took = f"{time.perf_counter() - started:.0f} s"
+                print(
+                    f"round {round_ + 1}: {workload} {framework} ({took}) {result}", file=sys.stderr
+                )
     table = {}
     for workload, by_framework in samples.items():
         medians = {f: _median(results) for f, results in by_framework.items() if results}
