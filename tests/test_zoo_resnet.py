@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from typedpipe import MODELS, ContractError, build_model
+from typedpipe import MODELS, ConfigError, ContractError, build_model
 from typedpipe.models.summary import layer_rows
 from typedpipe.pipeline.check import preflight
 from typedpipe.pipeline.check.static import check_draft
-from typedpipe.pipeline.config import parse_draft
+from typedpipe.pipeline.check.summary import summarize
+from typedpipe.pipeline.config import parse_config, parse_draft
 
 NAMES = ("resnet18", "resnet34", "resnet50")
 
@@ -80,10 +81,11 @@ def test_feature_maps_shrink_as_torchvisions():
     assert outputs["fc"] == "b 1000"
 
 
-@pytest.mark.parametrize(("name", "size"), [("resnet18", 64), ("resnet50", 32)])
-def test_logits_and_every_layer_as_declared(name, size, run):
-    """Eagerly and under jit: each layer's real output is its `output_shape`."""
-    model = build_model(name, (size, size, 3), 5, rngs=nnx.Rngs(0))
+def test_logits_and_every_layer_as_declared(run):
+    """Eagerly and under jit: each layer's real output is its `output_shape` (the
+    bottleneck's own are in test_layers; resnet50 runs eagerly and jitted below)."""
+    size = 64
+    model = build_model("resnet18", (size, size, 3), 5, rngs=nnx.Rngs(0))
     model.eval()
     x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
 
@@ -111,6 +113,19 @@ def test_a_block_fed_the_wrong_channels_is_named():
     diagnostic = info.value.diagnostic
     assert (diagnostic.code, diagnostic.stage) == ("shape.channels", "layer2.0")
     assert diagnostic.expected == "float b h w 64"
+
+
+def test_a_bottleneck_too_narrow_to_have_a_width_names_its_entry():
+    layers = [{"type": "bottleneck", "features": 3}, {"type": "gap"}]
+    with pytest.raises(ConfigError) as info:
+        build_model("sequential", (8, 8, 3), 3, layers, rngs=nnx.Rngs(0))
+    diagnostic = info.value.diagnostic
+    assert (diagnostic.code, diagnostic.got) == ("config.value", "features = 3")
+    assert diagnostic.hint == "features = 256 in [model] layers[0] (bottleneck)"
+    layers[0] = {"type": "bottleneck", "features": 256}  # the fix builds
+    assert build_model("sequential", (8, 8, 3), 256, layers, rngs=nnx.Rngs(0))
+    layers[0] = {"type": "bottleneck", "features": 3, "width": 2}  # or a width of its own
+    assert build_model("sequential", (8, 8, 3), 3, layers, rngs=nnx.Rngs(0))
 
 
 def test_small_inputs_get_the_small_stem():
@@ -176,6 +191,14 @@ num_classes = 10
 [train]
 batch_size = 1
 """
+
+
+def test_summary_of_a_224px_resnet50_config():
+    rows = summarize(parse_config(PREFLIGHT))
+    assert [row.name for row in rows[:3]] == ["data", "conv1", "bn1"]
+    head = 2048 * (1000 - 10) + (1000 - 10)  # torchvision's 1000-class fc, less 10 classes'
+    assert sum(row.params for row in rows) == TORCHVISION["resnet50"][0] - head
+    assert (rows[-1].name, rows[-1].kind, rows[-1].output) == ("fc", "dense", "b 10")
 
 
 def test_preflight_estimates_a_224px_resnet50_step(monkeypatch):

@@ -17,7 +17,7 @@ from jaxtyping import Array, Float
 
 from typedpipe.contracts import ConfigError, contract
 from typedpipe.contracts.diagnostics import config_value
-from typedpipe.models.layers.base import Layer, Shape, Size, out_expr
+from typedpipe.models.layers.base import THIS_LAYER, Layer, Shape, Size, out_expr
 from typedpipe.models.layers.conv import Conv
 from typedpipe.models.layers.norm import BatchNorm
 from typedpipe.models.layouts import TensorMap
@@ -184,7 +184,7 @@ class Bottleneck(_Block):
                     stage=name,
                     expected=f"features >= {self.expansion}, or a width",
                     got=f"features = {features}",
-                    hint=f"features = {self.expansion * 64}",
+                    hint=f"features = {self.expansion * 64} in {THIS_LAYER}",
                 )
             )
         self.width = width if width is not None else features // self.expansion
