@@ -2,25 +2,29 @@
 torchvision's convnext_tiny and vit_b_16, timm's vit_small_patch16_224 (random weights,
 nothing downloaded). Parameter counts, FLOPs, the input rules, and eval-mode logits."""
 
+import functools
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from typedpipe import ContractError, build_model
+from typedpipe import ConfigError, ContractError, build_model
 from typedpipe.models.layers import LAYERS
 from typedpipe.models.summary import layer_rows
 
 ZOO = ("convnext_tiny", "vit_b_16", "vit_s_16")
 
 
+@functools.cache
 def abstract(name, input_shape=(224, 224, 3), num_classes=1000):
     """The model built on shapes alone: nothing allocated, every layer's shape checked."""
     return nnx.eval_shape(lambda: build_model(name, input_shape, num_classes, rngs=nnx.Rngs(0)))
 
 
-def reference(name, image_size=224, num_classes=1000):
+def torch_model(name, image_size=224, num_classes=1000):
     """The PyTorch model typedpipe's must equal, with random weights."""
     import timm
     import torchvision
@@ -39,7 +43,7 @@ def on_meta(name, **kwargs):
     import torch
 
     with torch.device("meta"):
-        return reference(name, **kwargs)
+        return torch_model(name, **kwargs)
 
 
 # --- parameters, FLOPs, summary --------------------------------------------------------------
@@ -130,6 +134,43 @@ def test_position_embedding_is_sized_to_the_configured_input():
     assert rows["encoder.pos_embedding"].params == (2 * 3 + 1) * 768
 
 
+def cli(capsys, tmp_path, command, config):
+    """`typedpipe COMMAND config.toml --json`, in this process: (exit code, the JSON)."""
+    import tomli_w
+
+    from typedpipe.cli import main
+
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(config))
+    code = main([command, str(path), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_check_names_the_input_that_fits_and_summary_counts_the_reference(tmp_path, capsys):
+    from typedpipe.cli import EXIT_INVALID, EXIT_OK
+
+    config = {
+        "data": {"source": "synthetic", "num_samples": 40},
+        "model": {"name": "vit_s_16", "input": [60, 60, 3], "num_classes": 4},
+        "train": {"batch_size": 4},
+    }
+    code, result = cli(capsys, tmp_path, "check", config)
+    assert code == EXIT_INVALID
+    (diagnostic,) = result["diagnostics"]
+    assert (diagnostic["code"], diagnostic["stage"]) == ("model.shape", "model")
+    assert diagnostic["hint"].startswith("input = [64, 64, 3] under [model]")
+    config["model"]["input"] = [64, 64, 3]  # the hint, followed
+    code, result = cli(capsys, tmp_path, "summary", config)
+    assert code == EXIT_OK
+    rows = {row["name"]: row for row in result["rows"]}
+    assert rows["pos_embed"]["output"] == "b 17 384"
+    assert rows["head"]["params"] == 384 * 4 + 4
+    reference = sum(
+        p.numel() for p in on_meta("vit_s_16", image_size=64, num_classes=4).parameters()
+    )
+    assert result["params"] == reference
+
+
 # --- layers ----------------------------------------------------------------------------------
 
 
@@ -146,8 +187,6 @@ def test_stochastic_depth_drops_whole_images_in_training_only():
 
 
 def test_heads_must_divide_features():
-    from typedpipe import ConfigError
-
     with pytest.raises(ConfigError) as info:
         LAYERS["encoder_block"](10, heads=4, mlp_features=8, name="enc", rngs=nnx.Rngs(0))
     diagnostic = info.value.diagnostic
@@ -188,3 +227,83 @@ def test_attention_matches_torch_multihead_attention(run):
         want = theirs(torch.from_numpy(x)).numpy()
     got = run(lambda x: ours(x), jnp.asarray(x))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# --- weights imported from the reference -----------------------------------------------------
+
+SIZE, CLASSES = 64, 10
+
+
+def randomize(torch_model, seed=0):
+    """Move every parameter the reference starts at a constant (norms at 1 and 0, layer
+    scale at 1e-6, torchvision's zero ViT head and class token) off it, so that a tensor
+    mapped to the wrong place shows in the logits."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in torch_model.parameters():
+            if parameter.numel() > 1 and float(parameter.std()) == 0.0:
+                noise = torch.randn(parameter.shape, generator=generator)
+                parameter.add_(0.2 * noise)
+
+
+@pytest.fixture(scope="module", params=ZOO)
+def imported(request, reference, tmp_path_factory):
+    """(name, the reference in eval mode, typedpipe's model loaded from its safetensors)."""
+    name = request.param
+    theirs = torch_model(name, image_size=SIZE, num_classes=CLASSES).eval()
+    randomize(theirs)
+    path = reference.save_state_dict(theirs, tmp_path_factory.mktemp(name) / "model.safetensors")
+    ours = build_model(name, (SIZE, SIZE, 3), CLASSES, weights=path, rngs=nnx.Rngs(0))
+    ours.eval()
+    return name, theirs, ours, path
+
+
+def test_logits_equal_the_reference(imported, reference, run):
+    import torch
+
+    _, theirs, ours, _ = imported
+    images = np.random.default_rng(1).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    got = np.asarray(run(lambda x: ours(x), jnp.asarray(images)))
+    assert got.shape == expected.shape == (2, CLASSES)
+    scale = float(np.abs(expected).max())
+    assert scale > 0.1  # a head left at zero would compare zeros with zeros
+    assert float(np.abs(got - expected).max()) <= reference.RTOL * scale
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "code"),
+    [
+        ((2, 48, 48, 3), jnp.float32, "shape.spatial"),
+        ((2, SIZE, SIZE, 1), jnp.float32, "shape.channels"),
+        ((2, 3, SIZE, SIZE), jnp.float32, "shape.layout"),
+        ((2, SIZE, SIZE, 3), jnp.uint8, "dtype.input"),
+    ],
+)
+def test_wrong_input_is_reported_at_the_model_boundary(imported, shape, dtype, code):
+    _, _, ours, _ = imported
+    with pytest.raises(ContractError) as info:
+        jax.jit(lambda x: ours(x)).trace(jax.ShapeDtypeStruct(shape, dtype))
+    diagnostic = info.value.diagnostic
+    assert (diagnostic.code, diagnostic.stage) == (code, "model")
+    assert diagnostic.expected == f"float b {SIZE} {SIZE} 3"
+
+
+def test_weights_saved_at_another_image_size_are_a_mismatch(imported):
+    name, _, _, path = imported
+    if not name.startswith("vit"):
+        pytest.skip("only a ViT's weights depend on the image size")
+    with pytest.raises(ContractError) as info:
+        build_model(name, (32, 32, 3), CLASSES, weights=path, rngs=nnx.Rngs(0))
+    diagnostic = info.value.diagnostic
+    assert diagnostic.code == "weights.mismatch"
+    # 64 px: 4x4 patches and the class token; 32 px: 2x2 and the class token.
+    positions, width = {"vit_b_16": ("encoder.pos_embedding", 768), "vit_s_16": ("pos_embed", 384)}[
+        name
+    ]
+    assert diagnostic.items == (
+        f"shape {positions}: the model needs 1x5x{width} F32, the file has 1x17x{width} F32",
+    )

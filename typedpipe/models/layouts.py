@@ -112,6 +112,17 @@ register_layout(
 )
 
 
+# A per-channel parameter PyTorch broadcasts over `c h w` (ConvNeXt's layer scale).
+register_layout(
+    Layout(
+        "channels_11",
+        lambda x, shape: x.reshape(shape),
+        lambda shape: (*shape, 1, 1),
+        "per-channel parameter: c 1 1 -> c",
+    )
+)
+
+
 def linear_after_flatten(height: int, width: int, channels: int) -> Layout:
     """`linear` for a dense layer fed by a flattened feature map: PyTorch flattens
     `c h w`, typedpipe `h w c`, so the kernel's input rows are reordered too.
@@ -141,7 +152,8 @@ class TensorMap:
     Args:
         source: the tensor's name in the file, relative to the layer (`"weight"`,
             `"downsample.1.running_mean"`); the model's file names are the layer's
-            `name` + "." + this.
+            `name` + "." + this. `""`: the tensor named as the layer is, a model-level
+            parameter such as a ViT's `class_token` or `pos_embed`.
         target: the path of the nnx Variable inside the layer (`("conv", "kernel")`).
         layout: a registered `Layout` (`"oihw_hwio"`, `"linear"`, `"identity"`...).
         part: `(index, count)`: this target is slice `index` of `count` equal slices

@@ -123,7 +123,8 @@ def plan(model: Classifier) -> dict[str, Planned]:
             if m.layout == "linear" and flattened is not None:
                 layout = linear_after_flatten(*flattened)
             target = Target(("layers", index, *m.target), layout, ours, np.dtype(var.dtype), m.part)
-            grouped.setdefault(f"{layer.name}.{m.source}", []).append(target)
+            name = f"{layer.name}.{m.source}" if m.source else layer.name
+            grouped.setdefault(name, []).append(target)
         for name, targets in grouped.items():
             shapes = {_file_shape(t) for t in targets}
             if len(shapes) != 1 or name in planned:

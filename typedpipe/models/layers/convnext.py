@@ -14,7 +14,8 @@ from jaxtyping import Array, Float
 
 from typedpipe.contracts import contract
 from typedpipe.models.layers.base import Layer, Rate, Shape
-from typedpipe.models.layers.norm import layer_norm, normalised
+from typedpipe.models.layers.norm import layer_norm, layer_norm_tensors, normalised
+from typedpipe.models.layouts import TensorMap
 
 #: A layer scale's initial value: torchvision starts every block at 1e-6.
 LayerScale = Annotated[float, Is[lambda s: 0.0 < s <= 1.0], "a number in (0, 1]"]
@@ -75,6 +76,20 @@ class ConvNeXtBlock(Layer):
         # Layer norm (5 per element), GELU (~8 per hidden element), scale and residual (2).
         elementwise = pixels * (5 * self.features + 8 * 4 * self.features + 2 * self.features)
         return depthwise + mlp + elementwise
+
+    def tensors(self) -> list[TensorMap]:
+        # torchvision's CNBlock: `block` is Sequential(conv, permute, norm, linear, GELU,
+        # linear, permute), so its parameters are block.0, .2, .3 and .5.
+        return [
+            TensorMap("block.0.weight", ("depthwise", "kernel"), "depthwise"),
+            TensorMap("block.0.bias", ("depthwise", "bias")),
+            *layer_norm_tensors("norm", "block.2."),
+            TensorMap("block.3.weight", ("expand", "kernel"), "linear"),
+            TensorMap("block.3.bias", ("expand", "bias")),
+            TensorMap("block.5.weight", ("project", "kernel"), "linear"),
+            TensorMap("block.5.bias", ("project", "bias")),
+            TensorMap("layer_scale", ("scale",), "channels_11"),
+        ]
 
     @contract
     def __call__(

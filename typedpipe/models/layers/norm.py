@@ -70,6 +70,14 @@ def normalised(norm: nnx.LayerNorm, x: Array) -> Array:
         return norm(x)
 
 
+def layer_norm_tensors(attribute: str, prefix: str = "") -> list[TensorMap]:
+    """A flax LayerNorm held as `attribute`, from torch's `weight` and `bias` under `prefix`."""
+    return [
+        TensorMap(f"{prefix}weight", (attribute, "scale")),
+        TensorMap(f"{prefix}bias", (attribute, "bias")),
+    ]
+
+
 class LayerNorm(Layer):
     """Layer normalisation over the last axis: per pixel (channels-last) or per token.
 
@@ -96,6 +104,9 @@ class LayerNorm(Layer):
     def flops(self, shape: Shape) -> int:
         # The mean, the variance, normalising, scale and shift: about 5 per element.
         return 5 * math.prod(shape)
+
+    def tensors(self) -> list[TensorMap]:
+        return layer_norm_tensors("norm")
 
     @contract
     def __call__(

@@ -16,7 +16,8 @@ from jaxtyping import Array, Float
 from typedpipe.contracts import ConfigError, contract
 from typedpipe.contracts.diagnostics import config_value
 from typedpipe.models.layers.base import THIS_LAYER, Layer, Shape, Size, check_choice, dims
-from typedpipe.models.layers.norm import layer_norm, normalised
+from typedpipe.models.layers.norm import layer_norm, layer_norm_tensors, normalised
+from typedpipe.models.layouts import TensorMap
 
 # torchvision's initialisation of the encoder's linear layers (timm's is the same family).
 _LINEAR_INIT = nnx.initializers.xavier_uniform()
@@ -84,6 +85,12 @@ class PatchEmbedding(Layer):
         tokens, _ = self.output_shape(shape)
         return 2 * tokens * self.patch**2 * self.in_features * self.features
 
+    def tensors(self) -> list[TensorMap]:
+        return [
+            TensorMap("weight", ("proj", "kernel"), "oihw_hwio"),
+            TensorMap("bias", ("proj", "bias")),
+        ]
+
     @contract
     def __call__(
         self, x: Float[Array, "b h w {self.in_features}"]
@@ -113,6 +120,9 @@ class ClassToken(Layer):
     def output_shape(self, shape: Shape) -> Shape:
         _require_tokens(self, shape, self.features)
         return (shape[0] + 1, self.features)
+
+    def tensors(self) -> list[TensorMap]:
+        return [TensorMap("", ("token",))]  # the file's tensor is named as this layer
 
     @contract
     def __call__(
@@ -173,11 +183,37 @@ class PositionEmbedding(Layer):
     def flops(self, shape: Shape) -> int:
         return math.prod(self.output_shape(shape))
 
+    def tensors(self) -> list[TensorMap]:
+        return [TensorMap("", ("embedding",))]  # the file's tensor is named as this layer
+
     @contract
     def __call__(
         self, x: Float[Array, "b {self.tokens} {self.features}"]
     ) -> Float[Array, "b {self.tokens} {self.features}"]:
         return x + self.embedding[...].astype(x.dtype)
+
+
+# How torchvision's EncoderBlock and timm's Block name the parts of an encoder block.
+_BLOCK_NAMES = {
+    "torchvision": {
+        "norm1": "ln_1",
+        "qkv.weight": "self_attention.in_proj_weight",
+        "qkv.bias": "self_attention.in_proj_bias",
+        "out": "self_attention.out_proj",
+        "norm2": "ln_2",
+        "fc1": "mlp.0",
+        "fc2": "mlp.3",
+    },
+    "timm": {
+        "norm1": "norm1",
+        "qkv.weight": "attn.qkv.weight",
+        "qkv.bias": "attn.qkv.bias",
+        "out": "attn.proj",
+        "norm2": "norm2",
+        "fc1": "mlp.fc1",
+        "fc2": "mlp.fc2",
+    },
+}
 
 
 class EncoderBlock(Layer):
@@ -247,13 +283,36 @@ class EncoderBlock(Layer):
         elementwise = tokens * (2 * 5 * features + 8 * self.mlp_features + 2 * features)
         return projections + attention + softmax + mlp + elementwise
 
+    def tensors(self) -> list[TensorMap]:
+        # The fused projection is one linear layer here too, so the file's [q | k | v]
+        # rows transpose as any linear weight does.
+        names = _BLOCK_NAMES[self.naming]
+        linears = [
+            TensorMap(f"{names[attribute]}.{kind}", (attribute, target), layout)
+            for attribute in ("out", "fc1", "fc2")
+            for kind, target, layout in (
+                ("weight", "kernel", "linear"),
+                ("bias", "bias", "identity"),
+            )
+        ]
+        return [
+            *layer_norm_tensors("norm1", f"{names['norm1']}."),
+            TensorMap(names["qkv.weight"], ("qkv", "kernel"), "linear"),
+            TensorMap(names["qkv.bias"], ("qkv", "bias")),
+            *linears,
+            *layer_norm_tensors("norm2", f"{names['norm2']}."),
+        ]
+
     def attend(self, x: Float[Array, "b n d"]) -> Float[Array, "b n d"]:
         batch, tokens, features = x.shape
         per_head = features // self.heads
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, per_head)
         # jax's attention takes b n heads per_head and scales the scores by 1/sqrt(per_head),
         # as torch's scaled_dot_product_attention does.
-        mixed = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+        # It takes the softmax of bfloat16 or float16 scores in float32, promoting the two
+        # dtypes as strict promotion refuses; the result has the queries' dtype.
+        with jax.numpy_dtype_promotion("standard"):
+            mixed = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
         return self.out(mixed.reshape(batch, tokens, features))
 
     @contract
