@@ -249,8 +249,10 @@ def merge(old: dict, new: dict) -> dict:
 
 
 def _shown(result: dict) -> list[str]:
-    """The frameworks with a number in any workload, in the order of NAMES."""
+    """The frameworks with a number in any workload, or skipped in one (an n/a column
+    then says so), in the order of NAMES."""
     present = {f for row in result["workloads"].values() for f in row["frameworks"]}
+    present |= {key.split(" on ")[0] for key in result["skipped"]}
     return [f for f in NAMES if f in present]
 
 
