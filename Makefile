@@ -25,12 +25,14 @@ $(VENV)/.reference: $(VENV)/.installed
 test: $(VENV)/.installed $(VENV)/.reference
 	$(BIN)/pytest -n auto
 
-# PyTorch's CPU wheel for the peer column; without it the harness skips PyTorch with a note.
-TORCH_CPU ?= torch==2.13.0+cpu
+# The peers' frameworks, the [bench] extra: PyTorch (its CPU wheels where that index answers)
+# with the torchvision built for that torch, timm and Keras. Without them the harness skips
+# those peers with a note.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 $(VENV)/.bench: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet "$(TORCH_CPU)" \
+	$(BIN)/python -m pip install --quiet $(TORCH) ".[bench]" \
 		--extra-index-url https://download.pytorch.org/whl/cpu \
-		|| echo "no PyTorch CPU wheel: the PyTorch peer is skipped"
+		|| echo "the [bench] extra did not install: the peers it brings are skipped"
 	touch $@
 
 bench: $(VENV)/.bench

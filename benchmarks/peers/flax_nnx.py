@@ -114,14 +114,18 @@ def _rate(fn, batch_size: int, steps: int) -> float:
     return batch_size * steps / (time.perf_counter() - started)
 
 
-def train_images_per_second(model_name: str, shape, batch_size: int, steps: int) -> float:
-    model, images, labels = _setup(model_name, shape, batch_size)
+def train_images_per_second(
+    model_name: str, shape, batch_size: int, steps: int, num_classes: int = 10
+) -> float:
+    model, images, labels = _setup(model_name, shape, batch_size, num_classes)
     model.train()
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
     return _rate(lambda: _train_step(model, optimizer, images, labels), batch_size, steps)
 
 
-def inference_images_per_second(model_name: str, shape, batch_size: int, steps: int) -> float:
-    model, images, _ = _setup(model_name, shape, batch_size)
+def inference_images_per_second(
+    model_name: str, shape, batch_size: int, steps: int, num_classes: int = 10
+) -> float:
+    model, images, _ = _setup(model_name, shape, batch_size, num_classes)
     model.eval()
     return _rate(lambda: _predict(model, images), batch_size, steps)

@@ -1,4 +1,5 @@
-"""The benchmark networks in PyTorch, eager mode, as its tutorials write them (NCHW, torch.optim).
+"""The benchmark networks in PyTorch, eager mode, as its tutorials write them (NCHW, torch.optim);
+the ImageNet-sized ones are torchvision's and timm's (`torch_imagenet`).
 
 PyTorch is optional (`pip install '.[bench]'`, the CPU wheel); without it the
 harness records the peer as skipped.
@@ -9,6 +10,8 @@ import time
 
 import torch
 from torch import nn
+
+from benchmarks.peers import torch_imagenet
 
 
 class SeedCNN(nn.Module):
@@ -99,8 +102,14 @@ def _rate(fn, batch_size: int, steps: int) -> float:
     return batch_size * steps / (time.perf_counter() - started)
 
 
-def train_images_per_second(model_name: str, shape, batch_size: int, steps: int) -> float:
-    model, images, labels = _setup(model_name, shape, batch_size)
+def train_images_per_second(
+    model_name: str, shape, batch_size: int, steps: int, num_classes: int = 10
+) -> float | dict:
+    if model_name in torch_imagenet.MODELS:
+        return torch_imagenet.train_images_per_second(
+            model_name, shape, batch_size, steps, num_classes
+        )
+    model, images, labels = _setup(model_name, shape, batch_size, num_classes)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
@@ -115,8 +124,14 @@ def train_images_per_second(model_name: str, shape, batch_size: int, steps: int)
     return _rate(step, batch_size, steps)
 
 
-def inference_images_per_second(model_name: str, shape, batch_size: int, steps: int) -> float:
-    model, images, _ = _setup(model_name, shape, batch_size)
+def inference_images_per_second(
+    model_name: str, shape, batch_size: int, steps: int, num_classes: int = 10
+) -> float | dict:
+    if model_name in torch_imagenet.MODELS:
+        return torch_imagenet.inference_images_per_second(
+            model_name, shape, batch_size, steps, num_classes
+        )
+    model, images, _ = _setup(model_name, shape, batch_size, num_classes)
     model.eval()
 
     @torch.inference_mode()
