@@ -22,8 +22,9 @@ $(VENV)/.reference: $(VENV)/.installed
 	touch $@
 
 # One worker per core: most tests wait on XLA compiles and subprocesses, one at a time.
+# loadgroup: tests marked with one xdist_group run on one worker, in order (the README's).
 test: $(VENV)/.installed $(VENV)/.reference
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist loadgroup
 
 # The peers' frameworks, the [bench] extra: PyTorch (its CPU wheels where that index answers)
 # with the torchvision built for that torch, timm and Keras. Without them the harness skips

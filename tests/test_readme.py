@@ -86,6 +86,9 @@ def run_python_blocks() -> None:
     assert expected_failures >= 1  # the marker convention is in use, so this test sees it
 
 
+# The console blocks use what the python blocks wrote (the fine-tuning section's photos and
+# weights file): one worker runs both, in this order (`pytest -n auto --dist loadgroup`).
+@pytest.mark.xdist_group("readme")
 def test_every_python_block_runs_in_order(scratch):
     # In a fresh Python with JAX's defaults, as a reader runs them: not with this
     # suite's strict promotion and four fake devices.
@@ -112,6 +115,7 @@ def _matches(expected: list[str], actual: list[str]) -> bool:
     return bool(actual) and expected[0] == actual[0] and _matches(expected[1:], actual[1:])
 
 
+@pytest.mark.xdist_group("readme")
 def test_every_console_block_prints_what_it_shows(scratch):
     sessions = blocks("console")
     assert sessions

@@ -633,7 +633,7 @@ def pipeline_config(weights: Path | str | None, classes: int = 10, name: str = "
         "data": {"source": "synthetic", "num_samples": 160},
         "model": model,
         # A step this small leaves the weights where they started, to float32 precision.
-        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-30, "weight_decay": 0.0},
+        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-30},
     }
     return parse_config(tomli_w.dumps(table))
 

@@ -27,7 +27,11 @@ class Mixing:
         cutmix: cutmix's Beta concentration; 0 turns it off.
 
     Example:
-        >>> images, targets, lam = Mixing(mixup=0.2)(images, targets, key)
+        >>> import jax, jax.numpy as jnp
+        >>> images, targets = jnp.ones((4, 8, 8, 3)), jax.nn.one_hot(jnp.arange(4), 4)
+        >>> mixed, soft, lam = Mixing(mixup=0.2)(images, targets, jax.random.key(0))
+        >>> mixed.shape, soft.shape, bool(jnp.allclose(soft.sum(-1), 1.0))
+        ((4, 8, 8, 3), (4, 4), True)
     """
 
     mixup: float = 0.0

@@ -138,8 +138,12 @@ def make_optimizer(
     train state's step counter.
 
     Example:
+        >>> import jax.numpy as jnp
         >>> tx = make_optimizer("adamw", 1e-3, schedule="cosine", total_steps=100, warmup_steps=10)
-        >>> updates, opt_state = tx.update(grads, tx.init(params), params, step=state.step)
+        >>> state = tx.init({"w": jnp.ones(3)})
+        >>> rate = learning_rate_schedule(1e-3, schedule="cosine", total_steps=100, warmup_steps=10)
+        >>> round(float(rate(0)), 6), round(float(rate(10)), 6)  # warmup from 0, then cosine
+        (0.0, 0.001)
     """
     rate = learning_rate_schedule(
         learning_rate, schedule=schedule, total_steps=total_steps, warmup_steps=warmup_steps
