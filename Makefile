@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml $(shell find typedpipe examples -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: run test bench lint clean
+.PHONY: run test test-slow bench lint clean
 
 # Re-install only when the package or its config changed.
 $(VENV)/.installed: $(SOURCES)
@@ -24,7 +24,12 @@ $(VENV)/.reference: $(VENV)/.installed
 # One worker per core: most tests wait on XLA compiles and subprocesses, one at a time.
 # loadgroup: tests marked with one xdist_group run on one worker, in order (the README's).
 test: $(VENV)/.installed $(VENV)/.reference
-	$(BIN)/pytest -n auto --dist loadgroup
+	$(BIN)/pytest -n auto --dist loadgroup -m "not slow"
+
+# The ImageNet-sized models' compiled steps and equivalence runs (tests/conftest.py's
+# SLOW_MODELS): about 15 minutes more on 2 cores.
+test-slow: $(VENV)/.installed $(VENV)/.reference
+	$(BIN)/pytest -n auto -m slow
 
 # The peers' frameworks, the [bench] extra: PyTorch (its CPU wheels where that index answers)
 # with the torchvision built for that torch, timm and Keras. Without them the harness skips

@@ -81,3 +81,39 @@ def reference():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ImageNet-sized models cost minutes of CPU each where a test compiles their train or
+# forward step. `make test` leaves those runs out (it must stay under 10 minutes on 2
+# cores) and keeps one model of each family (resnet18, mobilenet_v3_small, vit_s_16);
+# `make test-slow` runs the rest. Shape, parameter, FLOP and contract tests of every
+# model stay in `make test`: they build on shapes alone.
+SLOW_MODELS = (
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "vit_b_16",
+)
+# Tests that compile a step of the model they name, and those of a 224 px step.
+_COMPILING = (
+    "finite_logits",
+    "stable_in_bfloat16",
+    "learns_a_tiny_problem",
+    "logits_equal",
+    "logits_at_the_smallest",
+    "resnet50_logits",
+)
+_ALWAYS_SLOW = ("224px_step", "224px_resnet50_step", "check_names_the_input_that_fits")
+
+
+def pytest_collection_modifyitems(config, items):
+    import re
+
+    for item in items:
+        name = item.name
+        models = [m for m in SLOW_MODELS if re.search(rf"(?<![a-z0-9]){m}(?![a-z0-9])", name)]
+        compiling = any(kind in name for kind in _COMPILING)
+        if any(kind in name for kind in _ALWAYS_SLOW) or (models and compiling):
+            item.add_marker(pytest.mark.slow)
