@@ -24,6 +24,7 @@ from benchmarks import (
     loop,
     streaming,
     training,
+    transfer,
 )
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "import_time": import_time.run,
     "streaming": streaming.run,
     "hostile_input": hostile_input.run,
+    "transfer": transfer.run,
 }
 
 
@@ -70,6 +72,8 @@ def main() -> int:
     if "training" in record:
         (RESULTS / f"{stem}.md").write_text(training.markdown(record["training"], kind))
         training.chart(record["training"], kind, RESULTS / f"{stem}.png")
+    if "transfer" in record:
+        (RESULTS / f"{stem}-transfer.md").write_text(transfer.markdown(record["transfer"]))
     json.dump(record, sys.stdout, indent=2)
     print(f"\nwritten to {path}", file=sys.stderr)
     return 0

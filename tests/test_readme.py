@@ -86,16 +86,16 @@ def run_python_blocks() -> None:
     assert expected_failures >= 1  # the marker convention is in use, so this test sees it
 
 
-# The console blocks use what the python blocks wrote (the fine-tuning section's photos and
-# weights file): one worker runs both, in this order (`pytest -n auto --dist loadgroup`).
-@pytest.mark.xdist_group("readme")
-def test_every_python_block_runs_in_order(scratch):
+@pytest.fixture(scope="module")
+def python_blocks(scratch):
+    """Every python block run once, in order, in the scratch folder: the console blocks use
+    what they wrote (the fine-tuning section's photos and weights file)."""
     # In a fresh Python with JAX's defaults, as a reader runs them: not with this
     # suite's strict promotion and four fake devices.
     script = f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); "
     script += "import test_readme; test_readme.run_python_blocks()"
     environment = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    run = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", script],
         cwd=scratch,
         env=environment,
@@ -103,7 +103,12 @@ def test_every_python_block_runs_in_order(scratch):
         text=True,
         timeout=600,
     )
-    assert run.returncode == 0, run.stdout + run.stderr
+
+
+# One worker runs both (`pytest -n auto --dist loadgroup`), so the blocks run once.
+@pytest.mark.xdist_group("readme")
+def test_every_python_block_runs_in_order(python_blocks):
+    assert python_blocks.returncode == 0, python_blocks.stdout + python_blocks.stderr
 
 
 def _matches(expected: list[str], actual: list[str]) -> bool:
@@ -116,7 +121,7 @@ def _matches(expected: list[str], actual: list[str]) -> bool:
 
 
 @pytest.mark.xdist_group("readme")
-def test_every_console_block_prints_what_it_shows(scratch):
+def test_every_console_block_prints_what_it_shows(scratch, python_blocks):
     sessions = blocks("console")
     assert sessions
     venv = str(Path(sys.executable).parent)  # the `typedpipe` installed with this Python
