@@ -77,8 +77,12 @@ def read_contract(directory: Path) -> dict[str, Any]:
         ) from None
     found = (contract.get("format"), contract.get("version"))
     version = found[1]
-    readable = isinstance(version, int) and not isinstance(version, bool)
-    if found[0] != FORMAT or not (readable and OLDEST_READABLE <= version <= VERSION):
+    readable = (
+        isinstance(version, int)
+        and not isinstance(version, bool)
+        and OLDEST_READABLE <= version <= VERSION
+    )
+    if found[0] != FORMAT or not readable:
         raise bundle_fault(
             "bundle.version",
             f"{directory} holds a model bundle this typedpipe cannot read",
