@@ -85,9 +85,9 @@ def reference():
 
 # ImageNet-sized models cost minutes of CPU each where a test compiles their train or
 # forward step. `make test` leaves those runs out (it must stay under 10 minutes on 2
-# cores) and keeps one model of each family (resnet18, mobilenet_v3_small, vit_s_16);
-# `make test-slow` runs the rest. Shape, parameter, FLOP and contract tests of every
-# model stay in `make test`: they build on shapes alone.
+# cores) and keeps one model of each family (resnet18, mobilenet_v3_small, vit_s_16) in
+# the equivalence tests; `make test-slow` runs the rest. Shape, parameter, FLOP and
+# contract tests of every model stay in `make test`: they build on shapes alone.
 SLOW_MODELS = (
     "resnet34",
     "resnet50",
@@ -106,6 +106,10 @@ _COMPILING = (
     "resnet50_logits",
 )
 _ALWAYS_SLOW = ("224px_step", "224px_resnet50_step", "check_names_the_input_that_fits")
+# The family representatives keep their equivalence runs in `make test`; the shared
+# suite's compiled steps (test_models) of them run with the slow ones.
+_SHARED_SUITE = ("finite_logits", "stable_in_bfloat16", "learns_a_tiny_problem")
+_REPRESENTATIVES = ("mobilenet_v3_small", "vit_s_16")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -115,5 +119,11 @@ def pytest_collection_modifyitems(config, items):
         name = item.name
         models = [m for m in SLOW_MODELS if re.search(rf"(?<![a-z0-9]){m}(?![a-z0-9])", name)]
         compiling = any(kind in name for kind in _COMPILING)
-        if any(kind in name for kind in _ALWAYS_SLOW) or (models and compiling):
+        shared = any(kind in name for kind in _SHARED_SUITE)
+        representative = any(f"{m}]" in name or f"-{m}" in name for m in _REPRESENTATIVES)
+        if (
+            any(kind in name for kind in _ALWAYS_SLOW)
+            or (models and compiling)
+            or (shared and representative)
+        ):
             item.add_marker(pytest.mark.slow)
