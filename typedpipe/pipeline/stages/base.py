@@ -144,6 +144,20 @@ class Stage:
                 hints.fix(found.code, accepts, batch_shape, spec.dtype),
             )
 
+    def _require_gray_or_rgb_pixels(self, spec: ImageSpec) -> ImageSpec:
+        """The contract of a colour op on [0, 1] pixels: 1 or 3 channels, values in [0, 1];
+        what it hands on (the same images, in [0, 1])."""
+        if spec.channels not in (1, 3):
+            self._fail(
+                "shape.channels",
+                f"{self.op} takes grayscale or RGB images, not {spec.channels} channels",
+                spec,
+                "float b h w 3 or float b h w 1",
+                hints.channels(3, spec.channels),
+            )
+        self._require_unit_range(spec)
+        return dataclasses.replace(spec, value_range=(0.0, 1.0))
+
     def _require_unit_range(self, spec: ImageSpec, what: str = "") -> None:
         """Refuse values known to leave [0, 1], where `what` (by default the stage) is
         defined: colour ops (dm-pix's, HSV), statistics of [0, 1] pixels."""

@@ -60,16 +60,7 @@ class ColorJitter(Stage):
                 f"{hints.assign(hints.THIS_STAGE, **colour)}, or add "
                 f"{hints.stage_line('to_rgb')} before {hints.THIS_STAGE}",
             )
-        if spec.channels not in (1, 3):
-            self._fail(
-                "shape.channels",
-                f"color_jitter takes grayscale or RGB images, not {spec.channels} channels",
-                spec,
-                "float b h w 3 or float b h w 1",
-                hints.channels(3, spec.channels),
-            )
-        self._require_unit_range(spec)
-        return dataclasses.replace(spec, value_range=(0.0, 1.0))
+        return self._require_gray_or_rgb_pixels(spec)
 
     @contract
     def __call__(  # type: ignore[override]  # an augmentation requires the key

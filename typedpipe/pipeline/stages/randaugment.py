@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from beartype.vale import Is
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from typedpipe.contracts import ImageSpec, contract, hints
+from typedpipe.contracts import ImageSpec, contract
 from typedpipe.pipeline.stages.base import Stage, require_range, spec_of_batch
 
 #: The strongest magnitude: torchvision's `num_magnitude_bins = 31` counts 0..30.
@@ -288,16 +288,7 @@ class RandAugment(Stage):
 
     def in_spec(self, spec: ImageSpec) -> ImageSpec:
         self._require(spec, dtype="float")
-        if spec.channels not in (1, 3):
-            self._fail(
-                "shape.channels",
-                f"rand_augment takes grayscale or RGB images, not {spec.channels} channels",
-                spec,
-                "float b h w 3 or float b h w 1",
-                hints.channels(3, spec.channels),
-            )
-        self._require_unit_range(spec)
-        return dataclasses.replace(spec, value_range=(0.0, 1.0))
+        return self._require_gray_or_rgb_pixels(spec)
 
     @contract
     def __call__(  # type: ignore[override]  # an augmentation requires the key
